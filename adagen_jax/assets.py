@@ -1,0 +1,50 @@
+"""Weights shipped inside the package (adagen_jax/assets/) and their I/O.
+
+Shipped weights are flax msgpack files (`flax.serialization.to_bytes` of a
+variables dict) next to a JSON file with the module's constructor arguments and
+what the weights were measured to do. Reading them needs no pickle.
+"""
+
+import json
+import os
+from typing import Any
+
+from flax import serialization
+import jax
+import numpy as np
+
+from adagen_jax import errors
+
+ASSET_DIR = os.path.join(os.path.dirname(__file__), 'assets')
+
+
+def asset_path(name: str) -> str:
+  return os.path.join(ASSET_DIR, name)
+
+
+def save_variables(path: str, variables: Any, meta: dict | None = None):
+  """Writes `variables` as msgpack (atomically) and `meta` as JSON beside it."""
+  variables = jax.tree.map(np.asarray, jax.device_get(variables))
+  tmp = path + '.tmp'
+  with open(tmp, 'wb') as f:
+    f.write(serialization.msgpack_serialize(variables))
+  os.replace(tmp, path)
+  if meta is not None:
+    with open(os.path.splitext(path)[0] + '.json', 'w') as f:
+      json.dump(meta, f, indent=2, sort_keys=True)
+
+
+def load_variables(path: str, what: str, fix: str) -> Any:
+  """Reads a msgpack variables dict; a missing file is a UserError."""
+  errors.require_file(path, what, fix)
+  with open(path, 'rb') as f:
+    try:
+      return serialization.msgpack_restore(f.read())
+    except Exception as e:  # pylint: disable=broad-except
+      raise errors.UserError(f'{what} at {path} is not a valid weights file '
+                             f'({type(e).__name__}); {fix}') from None
+
+
+def load_meta(path: str) -> dict:
+  with open(os.path.splitext(path)[0] + '.json') as f:
+    return json.load(f)
