@@ -1,0 +1,1 @@
+"""Frozen published networks used inside training (the reward backbone)."""
