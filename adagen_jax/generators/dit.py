@@ -1,0 +1,367 @@
+"""DiT (VP diffusion) as an AdaGen generator, and the latent-ODE generator
+it shares with SiT (`sit.py`).
+
+The frozen model is a class-conditional latent transformer (`dit_nets.DiT`)
+sampled by a policy-timed solver (`solver.py`: DPM-Solver++ 2S, or Euler /
+Heun for SiT) and decoded by the SD VAE (`sd_vae.py`). AdaGen's sampler
+(adagen_reference.md §6) asks the policy once before sampling, on a zero
+feature map at step index 0, for the start time, then once after every model
+evaluation, with that evaluation's features and index 1..NFE, for the
+evaluation's guidance weight and the next time point. On `base.Generator`:
+
+  num_steps = NFE + 1 decisions; `steps` in the config is NFE (16).
+  init      x_T ~ N(0, I) latents [B, H, W, C]; obs = zeros [B, N, D] (the
+            reference's zero feature map).
+  step k=0  'timesteps' is the start time t_T (DiT: 0.9 in VP time; SiT:
+            0.01 in flow time); its 'manual_cfg' is unused. Runs evaluation
+            1 at (x_T, t_T); obs = its features.
+  step k>=1 'manual_cfg' is the guidance weight w of evaluation k, whose
+            conditional and unconditional outputs the state holds:
+            cond + w (cond - uncond) on the first `cfg_channels` channels.
+            'timesteps' is the next time (`solver.advance`: the 2S stage
+            point s1 after an evaluation at a step start s, the step end t
+            after one at s1, within the clamps). Then evaluation k + 1 at
+            the new point; none after the last decision (obs = zeros there).
+  decode    the latest latent through the VAE, 0.5 (x + 1) clipped.
+
+So the 2S intermediate point is a policy decision, the time and guidance
+actions of one evaluation share its features, and `rollout.rollout` drives
+the sampler unchanged; transitions are deterministic (`stochastic=False`),
+the only randomness is init's noise. One evaluation is one 2B forward of
+(x, y) and (x, null) pairs; the features are the conditional rows' last
+block tokens [B, N, D] before `final_layer`.
+
+DiT specifics: continuous VP-linear schedule (beta0 0.1, beta1 20), the
+network is fed 1000 t, its first C output channels are eps (the learned-sigma
+half is dropped), the solver takes x0 = (x - sigma eps) / alpha. Heuristic:
+timesteps linspace(0.9, 0.01, NFE + 1) (or log-SNR-uniform,
+`schedule='logsnr'`), manual_cfg = cfg_init (1.0); smoothing 0.4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from adagen_jax import assets
+from adagen_jax import errors
+from adagen_jax.generators import base
+from adagen_jax.generators import dit_nets
+from adagen_jax.generators import sd_vae
+from adagen_jax.generators import solver
+from adagen_jax.generators.convert import common
+from adagen_jax.generators.convert import dit as convert_dit
+
+ACTIONS = (base.ActionDim('timesteps', 'sigmoid'),
+           base.ActionDim('manual_cfg', 'softplus'))
+VAE_CHECKPOINT = 'autoencoder_kl_ema.pth'
+
+
+@dataclasses.dataclass(frozen=True)
+class Paradigm:
+  """What differs between DiT and SiT.
+
+  Attributes:
+    name: registry name.
+    schedule: the noise schedule of the solver.
+    rule: the time clamps.
+    time_scale: the network is fed time_scale * t.
+    output: what the network predicts: 'noise' (DiT) or 'velocity' (SiT).
+    t_start: start time of the heuristic grid.
+    methods: the solvers it supports.
+    checkpoint: the published checkpoint's file name (for messages).
+  """
+  name: str
+  schedule: solver.Schedule
+  rule: solver.TimeRule
+  time_scale: float
+  output: str
+  t_start: float
+  methods: tuple[str, ...]
+  checkpoint: str
+
+
+DIT = Paradigm(
+    name='dit', schedule=solver.VPLinear(beta0=0.1, beta1=20.0),
+    rule=solver.TimeRule(decreasing=True, end=0.01, start_bounds=(0.01, 1.0)),
+    time_scale=1000.0, output='noise', t_start=0.9, methods=('dpm2s',),
+    checkpoint='DiT-XL-2-256x256.pt')
+
+
+def _interleave(a: jax.Array, b: jax.Array) -> jax.Array:
+  """[B, ...] twice -> [2B, ...] with a[i] at row 2i and b[i] at 2i + 1.
+
+  Interleaved rather than concatenated so that a batch sharded over devices
+  stays local: each shard holds its own cond / uncond pairs.
+  """
+  return jnp.stack([a, b], axis=1).reshape((2 * a.shape[0],) + a.shape[1:])
+
+
+@flax.struct.dataclass
+class LatentState:
+  solver: solver.SolverState
+  cond: jax.Array    # float32 [B, H, W, C]: conditional output of the
+                     #   pending evaluation (eps or velocity)
+  uncond: jax.Array  # float32 [B, H, W, C]: its unconditional output
+  labels: jax.Array  # int32 [B]
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentGenerator:
+  """Implements `base.Generator` for DiT and SiT; hashable (static jit arg).
+
+  Attributes:
+    paradigm: DIT or sit.SIT.
+    net: the transformer.
+    vae: the latent decoder.
+    nfe: model evaluations per sample.
+    smoothing: action smoothing coefficient.
+    cfg_init: the heuristic (constant) guidance weight.
+    method: 'dpm2s' | 'euler' | 'heun'.
+    spacing: heuristic grid: 'reference' (even in t) | 'logsnr'.
+    t_start: heuristic start time.
+    cfg_channels: latent channels that get guidance (3: DiT/SiT's rule).
+    weights: identity of the loaded weights, for exports.
+  """
+  paradigm: Paradigm
+  net: dit_nets.DiT
+  vae: sd_vae.VAEDecoder
+  nfe: int = 16
+  smoothing: float = 0.4
+  cfg_init: float = 1.0
+  method: str = 'dpm2s'
+  spacing: str = 'reference'
+  t_start: float = 0.9
+  cfg_channels: int = 3
+  weights: str = ''
+  stochastic: bool = False
+
+  @property
+  def name(self) -> str:
+    return self.paradigm.name
+
+  @property
+  def num_steps(self) -> int:
+    return self.nfe + 1
+
+  @property
+  def obs_shape(self) -> tuple[int, int]:
+    return (self.net.num_tokens, self.net.hidden_size)
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    side = self.net.input_size * self.vae.downsample
+    return (side, side, self.vae.out_channels)
+
+  @property
+  def num_classes(self) -> int:
+    return self.net.num_classes
+
+  @property
+  def latent_shape(self) -> tuple[int, int, int]:
+    return (self.net.input_size, self.net.input_size, self.net.in_channels)
+
+  @property
+  def action_spec(self) -> base.ActionSpec:
+    return base.ActionSpec(ACTIONS, self.heuristic, self.smoothing)
+
+  def heuristic(self, num_steps: int) -> np.ndarray:
+    """float64 [num_steps, 2]: (time picked, cfg) per decision."""
+    times = solver.heuristic_times(
+        self.method, num_steps - 1, self.t_start, self.paradigm.rule.end,
+        self.spacing, self.paradigm.schedule)
+    return np.stack([times, np.full_like(times, self.cfg_init)], axis=-1)
+
+  def evaluate(self, params, x: jax.Array, t: jax.Array, labels: jax.Array
+               ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One batched cond + uncond forward.
+
+    Args:
+      params: {'dit': variables, 'vae': variables}.
+      x: float32 [B, H, W, C] latents.
+      t: float32 [B] solver times.
+      labels: int32 [B].
+
+    Returns:
+      cond, uncond: float32 [B, H, W, C] (eps or velocity).
+      feat: float32 [B, N, D] conditional last-block tokens.
+    """
+    b, c = x.shape[0], self.net.in_channels
+    null = jnp.full_like(labels, self.net.num_classes)
+    out, feat = self.net.apply(
+        params['dit'], _interleave(x, x),
+        self.paradigm.time_scale * _interleave(t, t),
+        _interleave(labels, null))
+    out = out[..., :c].reshape((b, 2) + out.shape[1:-1] + (c,))
+    feat = feat.reshape((b, 2) + feat.shape[1:])
+    return out[:, 0], out[:, 1], feat[:, 0]
+
+  def prediction(self, out: jax.Array, x: jax.Array, t: jax.Array
+                 ) -> jax.Array:
+    """Guided network output at (x, t) -> what `solver.advance` takes."""
+    p = self.paradigm
+    if p.output == 'velocity':
+      if self.method != 'dpm2s':
+        return out
+      out = solver.noise_from_velocity(out, x, t)
+    return solver.x0_from_noise(p.schedule, out, x, t)
+
+  def init(self, params, labels: jax.Array,
+           rng: jax.Array) -> tuple[LatentState, jax.Array]:
+    del params
+    b = labels.shape[0]
+    noise = jax.random.normal(rng, (b,) + self.latent_shape, jnp.float32)
+    zeros = jnp.zeros_like(noise)
+    state = LatentState(solver=solver.init_state(noise), cond=zeros,
+                        uncond=zeros, labels=labels)
+    return state, jnp.zeros((b,) + self.obs_shape, jnp.float32)
+
+  def step(self, params, state: LatentState,
+           action: Mapping[str, jax.Array],
+           rng: jax.Array) -> tuple[LatentState, jax.Array]:
+    del rng  # deterministic transitions
+    sol = state.solver
+    out = solver.guide(state.cond, state.uncond, action['manual_cfg'],
+                       self.cfg_channels)
+    pred = self.prediction(out, sol.x, sol.t)
+    sol = solver.advance(self.method, self.paradigm.schedule,
+                         self.paradigm.rule, sol, pred, action['timesteps'])
+
+    def run(sol):
+      return self.evaluate(params, sol.x, sol.t, state.labels)
+
+    def skip(sol):
+      zeros = jnp.zeros_like(sol.x)
+      b = sol.x.shape[0]
+      return zeros, zeros, jnp.zeros((b,) + self.obs_shape, jnp.float32)
+
+    # A scalar predicate: only the taken branch runs, so the last decision
+    # costs no forward pass.
+    cond, uncond, obs = jax.lax.cond(sol.count <= self.nfe, run, skip, sol)
+    return LatentState(solver=sol, cond=cond, uncond=uncond,
+                       labels=state.labels), obs
+
+  def decode(self, params, state: LatentState) -> jax.Array:
+    return sd_vae.to_images(self.vae.apply(params['vae'], state.solver.x))
+
+  def identity(self) -> dict[str, Any]:
+    net = {f.name: getattr(self.net, f.name)
+           for f in dataclasses.fields(self.net)
+           if f.name not in ('parent', 'name', 'dtype')}
+    vae = {f.name: getattr(self.vae, f.name)
+           for f in dataclasses.fields(self.vae)
+           if f.name not in ('parent', 'name', 'dtype')}
+    return {'name': self.name, 'steps': self.nfe, 'solver': self.method,
+            'schedule': self.spacing, 't_start': self.t_start,
+            'smoothing': self.smoothing, 'cfg_init': self.cfg_init,
+            'cfg_channels': self.cfg_channels,
+            'model': {k: list(v) if isinstance(v, tuple) else v
+                      for k, v in net.items()},
+            'vae': {k: list(v) if isinstance(v, tuple) else v
+                    for k, v in vae.items()},
+            'weights': self.weights}
+
+
+def _converter_command(paradigm: Paradigm, out_dir: str) -> str:
+  return ('python -m adagen_jax.generators.convert.dit '
+          f'--{paradigm.name}={paradigm.checkpoint} --vae={VAE_CHECKPOINT} '
+          f'--out={out_dir or "."}')
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init(module, rng, *args):
+  # One compiled init, cached per (hashable) module: eager init would
+  # compile every op on its own.
+  return module.init(rng, *args)
+
+
+def load_params(gen_config, paradigm: Paradigm, net: dit_nets.DiT,
+                vae: sd_vae.VAEDecoder) -> dict[str, Any]:
+  """{'dit', 'vae'} variables: random (`random_init`) or converted files.
+
+  Raises:
+    UserError: a weights file is missing or does not fit the config sizes.
+  """
+  init_args = {'dit': (net, convert_dit.dit_init_args(net)),
+               'vae': (vae, convert_dit.vae_init_args(vae))}
+  if gen_config.get('random_init', False):
+    # 'rbg' keys: XLA's RNG compiles several times faster than threefry,
+    # and untrained weights only serve tests and speed measurements.
+    keys = jax.random.split(
+        jax.random.key(gen_config.get('seed', 0), impl='rbg'))
+    return {name: _init(module, k, *args[1:])
+            for k, (name, (module, args)) in zip(keys, init_args.items())}
+  paths = {'dit': gen_config.weights, 'vae': gen_config.vae_weights}
+  missing = [p for p in paths.values() if not os.path.exists(p)]
+  fix = ('convert the published checkpoints with: ' + _converter_command(
+      paradigm, os.path.dirname(gen_config.weights)))
+  if missing:
+    raise errors.UserError(f'{paradigm.name} weights not found: '
+                           f'{", ".join(missing)}; {fix}')
+  params = {}
+  for name, (module, args) in init_args.items():
+    variables = assets.load_variables(paths[name], f'{name} weights', fix)
+    try:
+      common.check_module_layout(variables, module.init, *args)
+    except ValueError as e:
+      section = 'model' if name == 'dit' else 'vae'
+      raise errors.UserError(
+          f'{name} weights at {paths[name]} do not fit config.generator.'
+          f'{section} ({e}); set the sizes recorded in the .json beside the '
+          f'weights, or {fix}') from None
+    params[name] = jax.tree.map(jnp.asarray, variables)
+  return params
+
+
+def _kwargs(section) -> dict[str, Any]:
+  """ConfigDict -> module kwargs (lists become tuples: modules hash)."""
+  return {k: tuple(v) if isinstance(v, list) else v
+          for k, v in section.to_dict().items()}
+
+
+def build_generator(gen_config, paradigm: Paradigm
+                    ) -> tuple[LatentGenerator, dict[str, Any]]:
+  """(generator, params) of a DiT / SiT generator section (configs/)."""
+  method = gen_config.get('solver', 'dpm2s')
+  if method not in paradigm.methods:
+    raise errors.UserError(
+        f'config.generator.solver={method!r} is not available for '
+        f'{paradigm.name}; use one of {", ".join(paradigm.methods)}.')
+  spacing = gen_config.get('schedule', 'reference')
+  if spacing not in solver.SPACINGS:
+    raise errors.UserError(
+        f'config.generator.schedule={spacing!r}; use one of '
+        f'{", ".join(solver.SPACINGS)}.')
+  nfe = int(gen_config.steps)
+  if nfe < 1:
+    raise errors.UserError(f'config.generator.steps={nfe}; use NFE >= 1.')
+  dtype = jnp.dtype(gen_config.get('dtype', 'float32'))
+  net = dit_nets.DiT(**_kwargs(gen_config.model), dtype=dtype)
+  vae = sd_vae.VAEDecoder(**_kwargs(gen_config.vae), dtype=dtype)
+  channels = int(gen_config.get('cfg_channels', 3))
+  if not 0 <= channels <= net.in_channels:
+    raise errors.UserError(
+        f'config.generator.cfg_channels={channels}; use 0..'
+        f'{net.in_channels}.')
+  params = load_params(gen_config, paradigm, net, vae)
+  weights = ('random_init' if gen_config.get('random_init', False) else
+             os.path.basename(gen_config.weights))
+  gen = LatentGenerator(
+      paradigm=paradigm, net=net, vae=vae, nfe=nfe,
+      smoothing=float(gen_config.smoothing),
+      cfg_init=float(gen_config.cfg_init), method=method, spacing=spacing,
+      t_start=float(gen_config.get('t_start', paradigm.t_start)),
+      cfg_channels=channels, weights=weights)
+  return gen, params
+
+
+def build(gen_config) -> tuple[LatentGenerator, dict[str, Any]]:
+  """gen_config: see configs/dit_xl.py."""
+  return build_generator(gen_config, DIT)
