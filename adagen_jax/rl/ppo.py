@@ -1,0 +1,209 @@
+"""PPO as AdaNAT trains the policy (adagen_reference.md §2).
+
+Every (trajectory, step) pair is one PPO sample. The reward is terminal and
+gamma = 1, so every step's return is the trajectory's reward; returns are
+normalised over the whole buffer, the advantage is R_norm - V_old(s_t) (no
+GAE, no further normalisation) and the critic regresses R_norm:
+
+  ratio = exp(logp_new - logp_old)
+  loss  = mean(-min(ratio A, clip(ratio, 1 - eps, 1 + eps) A))
+          + vf_coef mean((V(s) - R_norm)^2) - ent_coef H(sigma)
+
+sigma is fixed (scheduled, not learned), so the entropy term is a constant:
+reported, with no gradient. One Adam optimiser covers actor and critic. The
+reference takes K = 5 full-batch gradient steps per iteration; minibatches are
+optional.
+
+Everything here is a pure function of arrays and pytrees: jit it with the
+agent and config static (closure or `static_argnames`), shard the batch axis
+as you like; there are no axis names or host callbacks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from adagen_jax.rl import policy as policy_lib
+from adagen_jax.rl import rollout as rollout_lib
+
+# The reference normalises with torch's default (unbiased) std.
+_RETURN_EPS = 1e-7
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+  """Static PPO settings (hashable). Defaults are the reference's."""
+  epochs: int = 5            # K gradient epochs per iteration
+  num_minibatches: int = 1   # 1 = full batch, as the reference
+  clip_eps: float = 0.2
+  vf_coef: float = 0.5
+  ent_coef: float = 0.01     # multiplies a constant: no gradient
+
+
+@flax.struct.dataclass
+class TrainState:
+  """PPO optimisation state; `tx` is static."""
+  step: jax.Array   # int32 []: gradient steps taken
+  params: Any       # {'actor': variables, 'critic': variables}
+  opt_state: Any
+  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+  def apply_gradients(self, grads) -> 'TrainState':
+    updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    return self.replace(step=self.step + 1,
+                        params=optax.apply_updates(self.params, updates),
+                        opt_state=opt_state)
+
+
+def create_train_state(params, learning_rate: float = 1e-5,
+                       tx: optax.GradientTransformation | None = None
+                       ) -> TrainState:
+  """One Adam (reference: lr 1e-5, betas (0.9, 0.999)) over actor + critic."""
+  tx = tx or optax.adam(learning_rate)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params), tx=tx)
+
+
+@flax.struct.dataclass
+class PPOBatch:
+  """M = B * T flattened samples, sample-major (index b * T + t)."""
+  obs: jax.Array        # [M, N, C] (any float dtype): features of s_t
+  t: jax.Array          # int32 [M]: step index
+  raw: jax.Array        # float32 [M, A]: sampled pre-activation action
+  logp_old: jax.Array   # float32 [M]: behaviour log-prob
+  value_old: jax.Array  # float32 [M]: behaviour critic V(s_t)
+  returns: jax.Array    # float32 [M]: normalised returns R_norm
+
+
+def normalize_returns(returns: jax.Array) -> jax.Array:
+  """(r - mean) / (std + 1e-7) over all entries, std unbiased (ddof 1)."""
+  returns = returns.astype(jnp.float32)
+  mean = jnp.mean(returns)
+  std = jnp.std(returns, ddof=1)
+  return (returns - mean) / (std + _RETURN_EPS)
+
+
+def make_batch(trajectory: rollout_lib.Trajectory,
+               rewards: jax.Array) -> PPOBatch:
+  """Flattens a rollout and its terminal rewards float32 [B] into a batch.
+
+  The returns of all B * T steps are normalised together, exactly as the
+  reference does over its buffer (each reward counted T times, unbiased std).
+  Flattening is sample-major ([T, B] -> [B, T] -> [B * T]) so a batch axis
+  sharded over devices stays contiguous per device: no data moves.
+  Concatenating several rollouts' trajectories before this call (along B)
+  gives the reference's multi-rollout buffer.
+  """
+  if trajectory.obs is None:
+    raise ValueError('PPO needs the observations: roll out with '
+                     'keep_obs=True.')
+  num_steps, batch = trajectory.raw.shape[:2]
+
+  def flat(x):  # [T, B, ...] -> [B * T, ...]
+    return jnp.swapaxes(x, 0, 1).reshape((batch * num_steps,) + x.shape[2:])
+
+  returns = jnp.repeat(rewards.astype(jnp.float32), num_steps)
+  return PPOBatch(
+      obs=flat(trajectory.obs),
+      t=jnp.tile(jnp.arange(num_steps, dtype=jnp.int32), batch),
+      raw=flat(trajectory.raw), logp_old=flat(trajectory.logp),
+      value_old=flat(trajectory.value), returns=normalize_returns(returns))
+
+
+def ppo_loss(params, agent: policy_lib.Agent, batch: PPOBatch,
+             sigma: jax.Array, clip_eps: float = 0.2, vf_coef: float = 0.5,
+             ent_coef: float = 0.01) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The clipped PPO loss (float32 []) and its pieces.
+
+  Args:
+    params: {'actor', 'critic'} variables being optimised.
+    agent: the Agent.
+    batch: a PPOBatch of M samples.
+    sigma: float32 [] (or [A]) std the batch was sampled with.
+    clip_eps, vf_coef, ent_coef: the reference's 0.2, 0.5, 0.01.
+
+  Returns:
+    (loss, metrics): metrics has policy_loss, value_loss, entropy, approx_kl
+    (mean of (ratio - 1) - log ratio, >= 0), clip_frac, ratio, value.
+  """
+  logp = agent.log_prob(params, batch.obs, batch.t, batch.raw, sigma)
+  value = agent.value(params, batch.obs, batch.t)
+  log_ratio = logp - batch.logp_old
+  ratio = jnp.exp(log_ratio)
+  adv = batch.returns - batch.value_old
+  surr = jnp.minimum(ratio * adv,
+                     jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv)
+  policy_loss = -jnp.mean(surr)
+  value_loss = jnp.mean(jnp.square(value - batch.returns))
+  entropy = jax.lax.stop_gradient(
+      policy_lib.gaussian_entropy(sigma, batch.raw.shape[-1]))
+  loss = policy_loss + vf_coef * value_loss - ent_coef * entropy
+  metrics = {
+      'policy_loss': policy_loss, 'value_loss': value_loss,
+      'entropy': entropy,
+      'approx_kl': jnp.mean((ratio - 1.0) - log_ratio),
+      'clip_frac': jnp.mean((jnp.abs(ratio - 1.0) > clip_eps)
+                            .astype(jnp.float32)),
+      'ratio': jnp.mean(ratio), 'value': jnp.mean(value),
+  }
+  return loss, metrics
+
+
+def ppo_update(state: TrainState, agent: policy_lib.Agent, batch: PPOBatch,
+               sigma: jax.Array, config: PPOConfig = PPOConfig(),
+               rng: jax.Array | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """K epochs of PPO gradient steps on one batch, as one `lax.scan`.
+
+  Args:
+    state: the TrainState.
+    agent: the Agent (static).
+    batch: PPOBatch of M samples (from `make_batch`, or several concatenated).
+    sigma: float32 [] (or [A]) exploration std of the rollouts.
+    config: PPOConfig (static).
+    rng: key for the minibatch shuffles; needed iff num_minibatches > 1.
+
+  Returns:
+    (state, metrics): metrics are means over all gradient steps (loss and
+    ppo_loss's pieces), plus 'loss_first', the loss of the first step (at
+    the behaviour parameters when the batch is fresh).
+  """
+  nmb = config.num_minibatches
+  m = batch.t.shape[0]
+  if nmb > 1:
+    if rng is None:
+      raise ValueError('ppo_update needs rng when num_minibatches > 1.')
+    if m % nmb:
+      raise ValueError(f'{m} samples do not split into {nmb} minibatches.')
+  grad_fn = jax.value_and_grad(ppo_loss, has_aux=True)
+
+  def step(state, mb):
+    (loss, metrics), grads = grad_fn(state.params, agent, mb, sigma,
+                                     config.clip_eps, config.vf_coef,
+                                     config.ent_coef)
+    return state.apply_gradients(grads), dict(metrics, loss=loss)
+
+  def full_batch_epoch(state, _):
+    state, metrics = step(state, batch)
+    return state, jax.tree.map(lambda x: x[None], metrics)
+
+  def minibatch_epoch(state, key):
+    perm = jax.random.permutation(key, m).reshape(nmb, m // nmb)
+    return jax.lax.scan(step, state, jax.tree.map(lambda x: x[perm], batch))
+
+  if nmb == 1:
+    state, metrics = jax.lax.scan(full_batch_epoch, state, None,
+                                  length=config.epochs)
+  else:
+    state, metrics = jax.lax.scan(minibatch_epoch, state,
+                                  jax.random.split(rng, config.epochs))
+  # metrics leaves: [epochs, minibatches]
+  out = jax.tree.map(jnp.mean, metrics)
+  out['loss_first'] = metrics['loss'][0, 0]
+  return state, out

@@ -1,0 +1,420 @@
+"""Terminal rewards behind one interface: adversarial, batch-FD and static.
+
+Every reward model is a small object of pure functions over a `reward_state`
+pytree (replicate it; shard the batch axis of the arrays you pass):
+
+  state = model.init(rng, sample_images, sample_labels)
+  r = model.reward(state, images, labels, rng)          # float32 [B]
+  state, metrics = model.update(state, real_images, real_labels,
+                                fake_images, fake_labels, rng)
+
+Images are float32 [B, H, W, C] in [0, 1]; labels int32 [B]. `adversarial`
+says whether `update` learns (the discriminator) or only refines statistics
+(FD) / does nothing (static).
+
+All three read a frozen `Backbone`, never the evaluation network: a policy
+must not be trained against the features that judge it. Its variables ride
+in the state (`state.frozen`) so jit sees them as arguments, not constants;
+they need no checkpointing (reload them from the backbone loader).
+
+- `AdversarialReward`: the AdaNAT / StyleGAN-T projected discriminator
+  (rl/discriminator.py); reward = sigmoid(mean of all D logits).
+- `FDReward` (ablation): per-sample leave-one-out improvement of the batch's
+  Frechet distance to the real statistics on the backbone's pooled features.
+- `StaticReward` (ablation; the fidelity reward of the lambda-blend): a
+  frozen classifier's p(y = label | x) from the backbone's logits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Protocol
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from adagen_jax import errors
+from adagen_jax.rl import discriminator as disc_lib
+
+REWARDS = ('adversarial', 'fd', 'static')
+LOSSES = ('bce', 'hinge')
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Backbone:
+  """A frozen feature network.
+
+  Attributes:
+    apply: apply(variables, images float32 [B, H, W, C] in [0, 1]) ->
+      (features: list of float [B, L_i, C_i] token sets (shallow to deep),
+      logits: float [B, K] or None). Exactly the contract of
+      `adagen_jax.backbones.fmnist.load_disc_backbone()`'s module.apply.
+      The backbone does its own resizing / normalisation.
+    variables: its weights.
+    readout: the token sets start with a cls token: add it to every other
+      token and drop it (DPT's AddReadout, the ViT/DINO case).
+  """
+  apply: Callable[[Any, jax.Array], tuple[list[jax.Array], jax.Array | None]]
+  variables: Any
+  readout: bool = False
+
+  def features(self, variables, images: jax.Array) -> list[jax.Array]:
+    """-> list of float32 [B, L_i, C_i], gradient stopped."""
+    feats, _ = self.apply(variables, images)
+    feats = [jax.lax.stop_gradient(f).astype(jnp.float32) for f in feats]
+    return [disc_lib.add_readout(f) for f in feats] if self.readout else feats
+
+  def logits(self, variables, images: jax.Array) -> jax.Array:
+    _, logits = self.apply(variables, images)
+    if logits is None:
+      raise ValueError('this backbone has no classifier logits.')
+    return jax.lax.stop_gradient(logits).astype(jnp.float32)
+
+
+def fmnist_backbone() -> Backbone:
+  """The in-house Fashion-MNIST reward backbone (adagen_jax.backbones.fmnist).
+
+  For ImageNet, wrap the DINO ViT-S/16 the same way with readout=True:
+  `Backbone(apply=lambda v, x: (dino_features(v, x), None), variables=...,
+  readout=True)` where dino_features returns the 5 token sets [B, 197, 384].
+  """
+  from adagen_jax.backbones import fmnist  # pylint: disable=g-import-not-at-top
+  module, variables = fmnist.load_disc_backbone()
+  return Backbone(apply=module.apply, variables=variables)
+
+
+class RewardModel(Protocol):
+  """The interface train.py uses; see the module docstring."""
+  adversarial: bool
+
+  def init(self, rng: jax.Array, sample_images: jax.Array,
+           sample_labels: jax.Array) -> Any:
+    ...
+
+  def reward(self, state, images: jax.Array, labels: jax.Array,
+             rng: jax.Array) -> jax.Array:
+    ...
+
+  def update(self, state, real_images: jax.Array, real_labels: jax.Array,
+             fake_images: jax.Array, fake_labels: jax.Array,
+             rng: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
+    ...
+
+
+# --- adversarial ------------------------------------------------------------
+
+
+@flax.struct.dataclass
+class DiscState:
+  frozen: Any       # backbone variables (not trained, not checkpointed)
+  params: Any       # discriminator parameters
+  batch_stats: Any  # spectral-norm u and sigma
+  opt_state: Any
+  step: jax.Array   # int32 []: discriminator updates taken
+
+
+def d_loss(real_logits: jax.Array, fake_logits: jax.Array,
+           kind: str = 'bce') -> jax.Array:
+  """Discriminator loss, means over all logits of each side."""
+  if kind == 'bce':  # non-saturating logistic loss
+    return (jnp.mean(jax.nn.softplus(-real_logits)) +
+            jnp.mean(jax.nn.softplus(fake_logits)))
+  if kind == 'hinge':
+    return (jnp.mean(jax.nn.relu(1.0 - real_logits)) +
+            jnp.mean(jax.nn.relu(1.0 + fake_logits)))
+  raise ValueError(f'Unknown discriminator loss {kind!r}; use {LOSSES}.')
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AdversarialReward:
+  """The AdaNAT reward: a projected discriminator trained alongside PPO.
+
+  Attributes:
+    backbone: the frozen feature network.
+    disc: the ProjectedDiscriminator module.
+    tx: its optimiser (reference: Adam(1e-4, b1=0.5, b2=0.999)).
+    loss: 'bce' (reference default) or 'hinge'.
+    p_crop: probability of the random crop per forward call (0.5).
+    crop_size: backbone input side (224 for DINO on 256-pixel images);
+      None keeps the image size (a translate-crop when crop_pad > 0).
+    crop_pad: zero padding before cropping (0 for ImageNet; e.g. 2 for 28px).
+    augment_reward: crop also when computing rewards (the reference does).
+  """
+  backbone: Backbone
+  disc: disc_lib.ProjectedDiscriminator
+  tx: optax.GradientTransformation
+  loss: str = 'bce'
+  p_crop: float = 0.5
+  crop_size: int | None = None
+  crop_pad: int = 0
+  augment_reward: bool = True
+  adversarial: bool = True
+
+  def __post_init__(self):
+    if self.loss not in LOSSES:
+      raise errors.UserError(f'config.reward.loss={self.loss!r}; use one of '
+                             f'{", ".join(LOSSES)}.')
+
+  def _features(self, frozen, images: jax.Array, rng: jax.Array,
+                p: float) -> list[jax.Array]:
+    size = self.crop_size or images.shape[1]
+    x = disc_lib.random_crop(images, rng, p, size, self.crop_pad)
+    return self.backbone.features(frozen, x)
+
+  def init(self, rng: jax.Array, sample_images: jax.Array,
+           sample_labels: jax.Array) -> DiscState:
+    """sample_images: a few (e.g. 8) images fixing the feature shapes."""
+    feats = self._features(self.backbone.variables, sample_images, rng, 0.0)
+    variables = self.disc.init(rng, feats, sample_labels, update_stats=False)
+    params = variables['params']
+    return DiscState(frozen=self.backbone.variables, params=params,
+                     batch_stats=variables['batch_stats'],
+                     opt_state=self.tx.init(params),
+                     step=jnp.zeros((), jnp.int32))
+
+  def logits(self, state: DiscState, images: jax.Array, labels: jax.Array,
+             rng: jax.Array, group_size: int | None = None) -> jax.Array:
+    """float32 [B, sum L_i] logits in evaluation mode (stats not updated)."""
+    p = self.p_crop if self.augment_reward else 0.0
+    feats = self._features(state.frozen, images, rng, p)
+    return self.disc.apply(
+        {'params': state.params, 'batch_stats': state.batch_stats}, feats,
+        labels, update_stats=False, virtual_bs=group_size)
+
+  def score(self, state: DiscState, images: jax.Array, labels: jax.Array,
+            rng: jax.Array, group_size: int | None = None) -> jax.Array:
+    """sigmoid(mean logits) float32 [B], with a chosen BatchNormLocal group.
+
+    A sample's score depends on the other samples of its group of
+    `group_size` contiguous batch-mates (default: the trained virtual_bs, 8).
+    For best-of-N, score candidates in batches laid out like the training
+    batches (groups of 8 mixed samples), or pass group_size to normalise over
+    a different group; compare scores only within one layout.
+    """
+    return jax.nn.sigmoid(jnp.mean(
+        self.logits(state, images, labels, rng, group_size), axis=1))
+
+  def reward(self, state: DiscState, images: jax.Array, labels: jax.Array,
+             rng: jax.Array) -> jax.Array:
+    """float32 [B] in (0, 1): sigmoid of the mean of all logits."""
+    return self.score(state, images, labels, rng)
+
+  def update(self, state: DiscState, real_images: jax.Array,
+             real_labels: jax.Array, fake_images: jax.Array,
+             fake_labels: jax.Array, rng: jax.Array
+             ) -> tuple[DiscState, dict[str, jax.Array]]:
+    """One discriminator step; reals and fakes go through D separately."""
+    k_real, k_fake = jax.random.split(rng)
+    real = self._features(state.frozen, real_images, k_real, self.p_crop)
+    fake = self._features(state.frozen, fake_images, k_fake, self.p_crop)
+
+    def loss_fn(params):
+      # Two training-mode calls, each advancing the power iteration, as the
+      # reference's two forwards do.
+      stats = state.batch_stats
+      real_logits, upd = self.disc.apply(
+          {'params': params, 'batch_stats': stats}, real, real_labels,
+          update_stats=True, mutable=['batch_stats'])
+      fake_logits, upd = self.disc.apply(
+          {'params': params, 'batch_stats': upd['batch_stats']}, fake,
+          fake_labels, update_stats=True, mutable=['batch_stats'])
+      loss = d_loss(real_logits, fake_logits, self.loss)
+      return loss, (upd['batch_stats'], real_logits, fake_logits)
+
+    (loss, (stats, real_logits, fake_logits)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    state = state.replace(params=optax.apply_updates(state.params, updates),
+                          batch_stats=stats, opt_state=opt_state,
+                          step=state.step + 1)
+    metrics = {
+        'd_loss': loss,
+        'd_acc': 0.5 * (jnp.mean((real_logits > 0).astype(jnp.float32)) +
+                        jnp.mean((fake_logits < 0).astype(jnp.float32))),
+        'd_real_logit': jnp.mean(real_logits),
+        'd_fake_logit': jnp.mean(fake_logits),
+    }
+    return state, metrics
+
+
+# --- Frechet distance -------------------------------------------------------
+
+
+@flax.struct.dataclass
+class FDState:
+  frozen: Any        # backbone variables
+  shift: jax.Array   # float32 [D]: mean of the init features (for precision)
+  count: jax.Array   # float32 []: real features accumulated
+  sum_z: jax.Array   # float32 [D]: sum of z = f - shift
+  outer_z: jax.Array  # float32 [D, D]: sum of z z^T
+
+
+def _sqrtm_psd(s: jax.Array) -> jax.Array:
+  w, v = jnp.linalg.eigh(s)
+  return (v * jnp.sqrt(jnp.maximum(w, 0.0))) @ v.T
+
+
+def frechet_distance_sym(mu: jax.Array, sigma: jax.Array, mu_r: jax.Array,
+                         sigma_r: jax.Array, sqrt_sigma_r: jax.Array
+                         ) -> jax.Array:
+  """FD through the symmetric form tr sqrt(R S R), R = sigma_r^(1/2).
+
+  It equals metrics/fid.py's eigvals form (S S_r and R S R have the same
+  eigenvalues) but needs only `eigvalsh`, which runs on every accelerator.
+  """
+  eig = jnp.linalg.eigvalsh(sqrt_sigma_r @ sigma @ sqrt_sigma_r)
+  diff = mu - mu_r
+  return (diff @ diff + jnp.trace(sigma) + jnp.trace(sigma_r)
+          - 2.0 * jnp.sum(jnp.sqrt(jnp.maximum(eig, 0.0))))
+
+
+def leave_one_out_fd_gain(feats: jax.Array, mu_r: jax.Array,
+                          sigma_r: jax.Array) -> jax.Array:
+  """float32 [B]: FD(batch without i) - FD(batch), against (mu_r, sigma_r).
+
+  Positive when sample i pulls the batch's feature Gaussian towards the real
+  one. Uses the exact rank-one downdate of the unbiased covariance:
+  S_-i = ((B - 1) S - B / (B - 1) d_i d_i^T) / (B - 2), d_i = f_i - mu,
+  mu_-i = mu - d_i / (B - 1). Needs B >= 3.
+  """
+  b = feats.shape[0]
+  if b < 3:
+    raise ValueError(f'leave-one-out FD needs a batch of >= 3, got {b}.')
+  feats = feats.astype(jnp.float32)
+  mu = jnp.mean(feats, axis=0)
+  d = feats - mu
+  sigma = d.T @ d / (b - 1)
+  sqrt_r = _sqrtm_psd(sigma_r)
+  fd_all = frechet_distance_sym(mu, sigma, mu_r, sigma_r, sqrt_r)
+
+  def without(di):
+    s = ((b - 1) * sigma - (b / (b - 1)) * jnp.outer(di, di)) / (b - 2)
+    return frechet_distance_sym(mu - di / (b - 1), s, mu_r, sigma_r, sqrt_r)
+
+  return jax.vmap(without)(d) - fd_all
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FDReward:
+  """Ablation: a batch-level distribution reward made per-sample.
+
+  FD is a property of a set, not of a sample; the principled per-sample
+  credit is each sample's leave-one-out effect on the batch FD:
+  r_i = FD(B \\ {i}) - FD(B) on the backbone's mean-pooled token features
+  (feature set `feature_index`). The real statistics are running moments:
+  `init` starts them from its sample and every `update` adds the real images
+  it sees (fakes are ignored), so a large real set can be fed in chunks
+  through `update`; use well over feature-width + 1 images in total.
+  PPO normalises returns, so the 1/B scale of r_i does not matter. Like the
+  discriminator's BatchNormLocal, a sample's reward depends on its
+  batch-mates; batch sizes >= 3.
+  """
+  backbone: Backbone
+  feature_index: int = -1
+  adversarial: bool = False
+
+  def pooled(self, frozen, images: jax.Array) -> jax.Array:
+    """float32 [B, D] mean-pooled tokens of the chosen feature set."""
+    return jnp.mean(self.backbone.features(frozen, images)[self.feature_index],
+                    axis=1)
+
+  def init(self, rng: jax.Array, sample_images: jax.Array,
+           sample_labels: jax.Array) -> FDState:
+    del rng, sample_labels
+    f = self.pooled(self.backbone.variables, sample_images)
+    shift = jnp.mean(f, axis=0)
+    z = f - shift
+    return FDState(frozen=self.backbone.variables, shift=shift,
+                   count=jnp.asarray(f.shape[0], jnp.float32),
+                   sum_z=jnp.sum(z, axis=0), outer_z=z.T @ z)
+
+  def real_stats(self, state: FDState) -> tuple[jax.Array, jax.Array]:
+    """(mu float32 [D], unbiased sigma float32 [D, D]) of the real features."""
+    m = state.sum_z / state.count
+    sigma = ((state.outer_z - state.count * jnp.outer(m, m)) /
+             (state.count - 1))
+    return state.shift + m, sigma
+
+  def reward(self, state: FDState, images: jax.Array, labels: jax.Array,
+             rng: jax.Array) -> jax.Array:
+    del labels, rng
+    mu_r, sigma_r = self.real_stats(state)
+    return leave_one_out_fd_gain(self.pooled(state.frozen, images), mu_r,
+                                 sigma_r)
+
+  def update(self, state: FDState, real_images, real_labels, fake_images,
+             fake_labels, rng) -> tuple[FDState, dict[str, jax.Array]]:
+    del real_labels, fake_images, fake_labels, rng
+    z = self.pooled(state.frozen, real_images) - state.shift
+    state = state.replace(count=state.count + z.shape[0],
+                          sum_z=state.sum_z + jnp.sum(z, axis=0),
+                          outer_z=state.outer_z + z.T @ z)
+    return state, {'fd_real_count': state.count}
+
+
+# --- static classifier --------------------------------------------------------
+
+
+@flax.struct.dataclass
+class StaticState:
+  frozen: Any  # backbone variables
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StaticReward:
+  """p(y = label | x) under the frozen backbone's classifier head."""
+  backbone: Backbone
+  adversarial: bool = False
+
+  def init(self, rng, sample_images, sample_labels) -> StaticState:
+    del rng, sample_images, sample_labels
+    return StaticState(frozen=self.backbone.variables)
+
+  def reward(self, state: StaticState, images: jax.Array, labels: jax.Array,
+             rng: jax.Array) -> jax.Array:
+    del rng
+    logp = jax.nn.log_softmax(self.backbone.logits(state.frozen, images))
+    return jnp.exp(jnp.take_along_axis(logp, labels[:, None], axis=1)[:, 0])
+
+  def update(self, state, real_images, real_labels, fake_images, fake_labels,
+             rng) -> tuple[StaticState, dict[str, jax.Array]]:
+    del real_images, real_labels, fake_images, fake_labels, rng
+    return state, {}
+
+
+def make_reward(reward_config, backbone: Backbone,
+                num_classes: int) -> RewardModel:
+  """Builds `reward_config.name` in ('adversarial', 'fd', 'static').
+
+  Keys read (with the reference's defaults): adversarial: loss 'bce',
+  lr 1e-4, b1 0.5, b2 0.999, p_crop 0.5, crop_size None, crop_pad 0,
+  augment_reward True, cmap_dim 64, mapping_dim 512, mapping_layers 8,
+  mapping_lr_mult 0.01, virtual_bs 8, conditional True; fd: feature_index -1.
+  """
+  get = reward_config.get
+  name = get('name', 'adversarial')
+  if name == 'static':
+    return StaticReward(backbone)
+  if name == 'fd':
+    return FDReward(backbone, feature_index=int(get('feature_index', -1)))
+  if name != 'adversarial':
+    raise errors.UserError(f'config.reward.name={name!r}; use one of '
+                           f'{", ".join(REWARDS)}.')
+  disc = disc_lib.ProjectedDiscriminator(
+      num_classes=num_classes if get('conditional', True) else 0,
+      cmap_dim=int(get('cmap_dim', 64)),
+      mapping_dim=int(get('mapping_dim', 512)),
+      mapping_layers=int(get('mapping_layers', 8)),
+      mapping_lr_mult=float(get('mapping_lr_mult', 0.01)),
+      virtual_bs=int(get('virtual_bs', 8)))
+  tx = optax.adam(float(get('lr', 1e-4)), b1=float(get('b1', 0.5)),
+                  b2=float(get('b2', 0.999)))
+  crop_size = get('crop_size', None)
+  return AdversarialReward(
+      backbone=backbone, disc=disc, tx=tx, loss=get('loss', 'bce'),
+      p_crop=float(get('p_crop', 0.5)),
+      crop_size=None if crop_size is None else int(crop_size),
+      crop_pad=int(get('crop_pad', 0)),
+      augment_reward=bool(get('augment_reward', True)))
