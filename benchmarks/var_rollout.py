@@ -1,0 +1,126 @@
+"""Compile time and step cost of the VAR generator (random weights).
+
+  python benchmarks/var_rollout.py --size=tiny --batch=8          # CPU
+  python benchmarks/var_rollout.py --size=d16 --batch=32 --dtype=bfloat16
+
+Measures, for the heuristic schedule:
+  scan      rollout.rollout: lax.scan over the scales, `step` dispatching
+            with lax.switch (what training and sampling run);
+  unrolled  init + a Python loop of `step_static` + decode in one jit (static
+            shapes per scale, no switch);
+  per scale `step_static(si)` alone, which shows where the time goes. A
+            padded design (every step at the largest scale's token count)
+            would cost about T times the largest of these.
+Times are the best of --repeats runs after a warm-up; compile is lower +
+compile of the jitted function.
+"""
+
+import argparse
+import functools
+import re
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from adagen_jax.generators import var
+from adagen_jax.generators import var_nets
+from adagen_jax.generators import var_vqvae
+from adagen_jax.generators.convert import var as convert_var
+from adagen_jax.rl import rollout as rollout_lib
+
+SIZES = {
+    # Published schedule and vocabulary, a small transformer and VQVAE.
+    'tiny': (dict(num_classes=10, vocab_size=4096, cvae=8, depth=2,
+                  width=64, num_heads=2),
+             dict(vocab_size=4096, z_channels=8, ch=32, ch_mult=(1, 2),
+                  num_res_blocks=1, norm_groups=8)),
+    'd16': (convert_var.published_var(16), convert_var.VAE_CH160V4096Z32),
+    'd30': (convert_var.published_var(30), convert_var.VAE_CH160V4096Z32),
+}
+
+
+def _timed(fn, args, repeats):
+  """(compile s, best run s, compiled HLO text) of jax.jit(fn)(*args)."""
+  t0 = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  jax.block_until_ready(compiled(*args))
+  runs = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    runs.append(time.perf_counter() - t0)
+  return compile_s, min(runs), compiled.as_text()
+
+
+def _cache_copies(hlo: str, state) -> int:
+  """Copy instructions of KV-cache-sized arrays in compiled HLO text."""
+  dims = ','.join(map(str, state.cache_k.shape))
+  return len(re.findall(rf'= \w+\[{dims}\]\{{[\d,]*\}} copy\(', hlo))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--size', choices=sorted(SIZES), default='tiny')
+  parser.add_argument('--batch', type=int, default=8)
+  parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--repeats', type=int, default=3)
+  args = parser.parse_args()
+
+  var_kwargs, vae_kwargs = SIZES[args.size]
+  var_kwargs = dict(var_kwargs, dtype=jnp.dtype(args.dtype),
+                    patch_nums=var_vqvae.PATCH_NUMS)
+  vae_kwargs = dict(vae_kwargs, patch_nums=var_vqvae.PATCH_NUMS)
+  gen = var.VARGenerator(var_nets.VAR(**var_kwargs),
+                         var_vqvae.VQVAE(**vae_kwargs))
+  params = jax.jit(functools.partial(var.random_params, gen))(
+      jax.random.key(0))
+  labels = jnp.arange(args.batch, dtype=jnp.int32) % gen.num_classes
+  rng = jax.random.key(1)
+  num = gen.num_steps
+  heur = gen.action_spec.heuristic(num)[0]
+  action = {n: jnp.full((args.batch,), heur[i], jnp.float32)
+            for i, n in enumerate(gen.action_spec.names)}
+  print(f'{jax.devices()[0].device_kind}, size={args.size}, '
+        f'batch={args.batch}, dtype={args.dtype}, T={num}')
+
+  # Parameters are arguments, not closed-over constants XLA would fold.
+  def scan(params, rng):
+    return rollout_lib.rollout(gen, params, labels, rng,
+                               keep_obs=False).images
+
+  def unrolled(params, rng):
+    keys = jax.random.split(rng, num + 1)
+    state, _ = gen.init(params, labels, keys[0])
+    for si in range(num):
+      state, _ = gen.step_static(si, params, state, action, keys[si + 1])
+    return gen.decode(params, state)
+
+  state, _ = jax.jit(gen.init)(params, labels, rng)
+  for name, fn in (('scan', scan), ('unrolled', unrolled)):
+    compile_s, run_s, hlo = _timed(fn, (params, rng), args.repeats)
+    print(f'{name:9s} compile {compile_s:7.2f} s  rollout {run_s * 1e3:9.1f} ms'
+          f'  ({run_s * 1e3 / num:8.1f} ms per step, init + decode incl.)'
+          f'  cache-sized copies {_cache_copies(hlo, state)}')
+
+  init_c, init_s, _ = _timed(gen.init, (params, labels, rng), args.repeats)
+  dec_c, dec_s, _ = _timed(gen.decode, (params, state), args.repeats)
+  print(f'init      compile {init_c:7.2f} s  run {init_s * 1e3:9.1f} ms')
+  print(f'decode    compile {dec_c:7.2f} s  run {dec_s * 1e3:9.1f} ms')
+  per_scale = []
+  for si in range(num):
+    fn = functools.partial(gen.step_static, si)
+    compile_s, run_s, _ = _timed(fn, (params, state, action, rng),
+                                 args.repeats)
+    per_scale.append(run_s)
+    print(f'scale {si} (pn {gen.patch_nums[si]:2d}) compile {compile_s:6.2f} s'
+          f'  step {run_s * 1e3:9.1f} ms')
+    state, _ = jax.jit(fn)(params, state, action, rng)
+  print(f'sum of scale steps {np.sum(per_scale) * 1e3:.1f} ms; a padded '
+        f'design ~ T x max = {num * np.max(per_scale) * 1e3:.1f} ms')
+
+
+if __name__ == '__main__':
+  main()
