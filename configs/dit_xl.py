@@ -42,6 +42,5 @@ def generator() -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-  c = config_defaults.adagen_config(generator(), arg)
-  c.data.name = 'imagenet2012'
-  return c
+  return config_defaults.use_imagenet(
+      config_defaults.adagen_config(generator(), arg))

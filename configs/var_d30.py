@@ -41,6 +41,5 @@ def generator(depth: int, cfg: float) -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-  config = config_defaults.adagen_config(generator(DEPTH, cfg=2.0), arg)
-  config.data.name = 'imagenet2012'
-  return config
+  return config_defaults.use_imagenet(
+      config_defaults.adagen_config(generator(DEPTH, cfg=2.0), arg))

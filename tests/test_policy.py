@@ -20,7 +20,7 @@ T, B = 6, 8
 @pytest.fixture(scope='module')
 def gen():
   return generators.build(ml_collections.ConfigDict(
-      {'name': 'toy', 'num_steps': T, 'smoothing': 0.8}))
+      {'name': 'toy', 'steps': T, 'smoothing': 0.8}))
 
 
 def _labels():

@@ -18,7 +18,7 @@ from adagen_jax.rl import rollout as rollout_lib
 
 def _toy(num_steps):
   return generators.build(ml_collections.ConfigDict(
-      {'name': 'toy', 'num_steps': num_steps, 'smoothing': 0.8}))
+      {'name': 'toy', 'steps': num_steps, 'smoothing': 0.8}))
 
 
 def test_normalize_returns_matches_torch_convention():

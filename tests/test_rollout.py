@@ -17,7 +17,7 @@ T, B = 5, 8
 @pytest.fixture(scope='module')
 def gen():
   return generators.build(ml_collections.ConfigDict(
-      {'name': 'toy', 'num_steps': T, 'smoothing': 0.8}))
+      {'name': 'toy', 'steps': T, 'smoothing': 0.8}))
 
 
 def _labels():

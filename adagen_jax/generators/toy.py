@@ -128,8 +128,8 @@ class ToyGenerator:
 
 
 def build(gen_config) -> tuple[ToyGenerator, dict[str, jax.Array]]:
-  """gen_config: name='toy', optional num_steps, smoothing, noise, seed."""
-  gen = ToyGenerator(num_steps=int(gen_config.get('num_steps', 8)),
+  """gen_config: name='toy', optional steps (T), smoothing, noise, seed."""
+  gen = ToyGenerator(num_steps=int(gen_config.get('steps', 8)),
                      smoothing=float(gen_config.get('smoothing', 0.8)),
                      noise=float(gen_config.get('noise', 0.3)),
                      seed=int(gen_config.get('seed', 0)))

@@ -14,7 +14,7 @@ Per step t, with obs_t the generator's features of state_t:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import flax
 import jax
@@ -26,6 +26,9 @@ from adagen_jax.generators import base
 #   logp float32 [B], value float32 [B]).
 ActFn = Callable[[jax.Array, jax.Array, jax.Array],
                  tuple[jax.Array, jax.Array, jax.Array]]
+# transition(params, state, action, rng, t) -> (state, obs): one generator
+# step; refinement (lookahead) wraps generator.step with this signature.
+Transition = Callable[..., tuple[Any, jax.Array]]
 
 
 @flax.struct.dataclass
@@ -60,8 +63,8 @@ def actions_from_raw(spec: base.ActionSpec, residual: jax.Array,
 
 def rollout(generator: base.Generator, gen_params, labels: jax.Array,
             rng: jax.Array, act_fn: ActFn | None = None, *,
-            keep_obs: bool = True,
-            obs_dtype=jnp.float32) -> Trajectory:
+            keep_obs: bool = True, obs_dtype=jnp.float32,
+            transition: Transition | None = None) -> Trajectory:
   """Generates images for `labels` int32 [B]; jit it with `generator` static.
 
   Args:
@@ -73,6 +76,8 @@ def rollout(generator: base.Generator, gen_params, labels: jax.Array,
     keep_obs: keep the [T, B, N, C] observations (PPO needs them; sampling
       does not, and they are the largest array of a rollout).
     obs_dtype: dtype the kept observations are stored in.
+    transition: replaces `generator.step` (e.g. value lookahead); it also
+      receives the step index t.
 
   Returns:
     The Trajectory.
@@ -82,6 +87,8 @@ def rollout(generator: base.Generator, gen_params, labels: jax.Array,
   residual = jnp.asarray(spec.residual(num_steps))  # float32 [T, A]
   if act_fn is None:
     act_fn = heuristic_act(spec.size)
+  if transition is None:
+    transition = lambda p, s, a, k, t: generator.step(p, s, a, k)
   gen_params = jax.lax.stop_gradient(gen_params)
   rng_init, rng_steps = jax.random.split(rng)
   state, obs = generator.init(gen_params, labels, rng_init)
@@ -93,7 +100,7 @@ def rollout(generator: base.Generator, gen_params, labels: jax.Array,
     k_act, k_step = jax.random.split(key)
     raw, logp, value = act_fn(obs, t, k_act)
     pre, action = actions_from_raw(spec, residual, prev, raw, t)
-    state, next_obs = generator.step(gen_params, state, action, k_step)
+    state, next_obs = transition(gen_params, state, action, k_step, t)
     out = (obs.astype(obs_dtype) if keep_obs else None, raw, logp, value,
            jnp.stack([action[n] for n in spec.names], axis=-1))
     return (state, next_obs, pre), out

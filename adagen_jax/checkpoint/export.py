@@ -1,0 +1,153 @@
+"""Exported policies: Orbax parameters + a JSON card, loadable by sample.py.
+
+An export directory holds
+  params/         Orbax tree {'actor': ..., 'critic': ...}; the critic is the
+                  value network that lookahead refinement needs;
+  reward/         Orbax tree of the reward model's state (the discriminator
+                  that best-of-N refinement scores with), if exported;
+  policy.json     format, generator identity, steps, action names and
+                  activations, the hand-crafted schedule the residual was
+                  built from, policy kind and size, the reward config, and
+                  free-form notes (how it was trained, what it measured).
+The generator identity and schedule are checked on load, so a policy is never
+run on a generator, step count or baseline it was not trained for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from adagen_jax import assets
+from adagen_jax import errors
+from adagen_jax.rl import policy as policy_lib
+
+FORMAT = 'adagen_jax.policy/1'
+SHIPPED = ('adagen', 'nonadaptive')
+
+
+def _card(config, generator, notes) -> dict:
+  spec = generator.action_spec
+  return {
+      'format': FORMAT,
+      'generator': generator.identity(),
+      'num_steps': generator.num_steps,
+      'actions': [{'name': d.name, 'activation': d.activation,
+                   'scale': d.scale} for d in spec.dims],
+      'smoothing': spec.smoothing,
+      'heuristic': np.asarray(spec.heuristic(generator.num_steps)).round(
+          6).tolist(),
+      'policy': {'kind': config.policy.kind, 'hidden': config.policy.hidden},
+      'reward': config.reward.to_dict(),
+      'notes': notes or {},
+  }
+
+
+def export_policy(directory: str, agent_params, config, generator,
+                  reward_state=None, notes: dict | None = None):
+  """Writes the policy export atomically (tmp folder, then rename)."""
+  if jax.process_index() == 0 and os.path.exists(directory + '.tmp'):
+    shutil.rmtree(directory + '.tmp')
+  tmp = os.path.abspath(directory + '.tmp')
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(os.path.join(tmp, 'params'), agent_params)
+  if reward_state is not None:
+    ckptr.save(os.path.join(tmp, 'reward'), reward_state)
+  ckptr.wait_until_finished()
+  if jax.process_index() == 0:
+    with open(os.path.join(tmp, 'policy.json'), 'w') as f:
+      json.dump(_card(config, generator, notes), f, indent=2)
+    if os.path.exists(directory):
+      shutil.rmtree(directory)
+    os.replace(tmp, directory)
+
+
+def shipped_policy_dir(generator, kind: str) -> str:
+  """Package folder of the shipped policy for this generator and T."""
+  weights = generator.identity().get('weights', generator.name)
+  return assets.asset_path(os.path.join(
+      'policies', f'{weights}_T{generator.num_steps}_{kind}'))
+
+
+def resolve(spec: str, generator) -> str:
+  if spec in SHIPPED:
+    path = shipped_policy_dir(generator, spec)
+    if not os.path.isdir(path):
+      raise errors.UserError(
+          f'no shipped {spec!r} policy for {generator.identity().get("weights")}'
+          f' at T={generator.num_steps} (looked in {path}); train one with '
+          'python -m adagen_jax.main --config=... and pass --policy=WORKDIR/'
+          'policy, or use --steps with a shipped step count.')
+    return path
+  if not os.path.isfile(os.path.join(spec, 'policy.json')):
+    raise errors.UserError(
+        f'--policy={spec} is neither heuristic, {" nor ".join(SHIPPED)}, nor '
+        'a policy export folder (with policy.json); train one with '
+        'python -m adagen_jax.main.')
+  return spec
+
+
+def build_agent(policy_config, generator):
+  """The Agent a policy config ({kind, hidden}) describes for `generator`."""
+  if policy_config.kind not in ('adaptive', 'nonadaptive'):
+    raise errors.UserError(
+        f'config.policy.kind={policy_config.kind!r}; use adaptive or '
+        'nonadaptive.')
+  return policy_lib.make_agent(
+      generator.action_spec.size, generator.num_steps,
+      adaptive=policy_config.kind == 'adaptive',
+      hidden_size=policy_config.hidden)
+
+
+def load(spec: str, generator):
+  """(agent, params, card) of an export, checked against `generator`."""
+  path = resolve(spec, generator)
+  with open(os.path.join(path, 'policy.json')) as f:
+    card = json.load(f)
+  if card.get('format') != FORMAT:
+    raise errors.UserError(f'{path} is not an adagen_jax policy export '
+                           f'(format {card.get("format")!r}).')
+  ours = json.loads(json.dumps(generator.identity()))
+  if card['generator'] != ours or card['num_steps'] != generator.num_steps:
+    raise errors.UserError(
+        f'policy {path} was trained for {card["generator"]} at T='
+        f'{card["num_steps"]}, not for this generator {ours} at T='
+        f'{generator.num_steps}; pass the matching --config/--steps.')
+  heuristic = np.asarray(generator.action_spec.heuristic(
+      generator.num_steps)).round(6)
+  if not np.allclose(card['heuristic'], heuristic, atol=1e-5):
+    raise errors.UserError(
+        f'policy {path} was trained on another hand-crafted schedule than '
+        'this config\'s (config.generator schedule / temp_init / cfg_init / '
+        'smoothing); use the config it was trained with.')
+  agent = build_agent(ml_collections.ConfigDict(card['policy']), generator)
+  abstract = jax.eval_shape(
+      lambda: agent.init(jax.random.key(0), generator.obs_shape))
+  params = ocp.StandardCheckpointer().restore(
+      os.path.abspath(os.path.join(path, 'params')), abstract)
+  return agent, params, card
+
+
+def load_reward_state(spec: str, generator, reward_model):
+  """The exported reward model state (the discriminator) of a policy."""
+  path = os.path.join(resolve(spec, generator), 'reward')
+  if not os.path.isdir(path):
+    raise errors.UserError(
+        f'policy {resolve(spec, generator)} was exported without its reward '
+        'model; best-of-N needs one (retrain, or export with reward_state).')
+  abstract = jax.eval_shape(lambda: reward_model.init(
+      jax.random.key(0), jax.numpy.zeros((8,) + tuple(generator.image_shape)),
+      jax.numpy.zeros((8,), jax.numpy.int32)))
+  return ocp.StandardCheckpointer().restore(os.path.abspath(path), abstract)
+
+
+def load_policy(spec: str, generator):
+  """An ActFn running the export's deterministic (mean) policy."""
+  agent, params, _ = load(spec, generator)
+  return agent.make_act_fn(params, jax.numpy.float32(0.0), explore=False)

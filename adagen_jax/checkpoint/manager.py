@@ -1,0 +1,91 @@
+"""Training checkpoints: Orbax CheckpointManager around the whole train state.
+
+A checkpoint is a Composite of
+  state: the train state pytree (policy/critic/discriminator parameters and
+         optimiser states, RNG key, iteration) as global jax.Arrays, and
+  meta:  JSON: the run's fingerprint (generator identity, action names,
+         policy kind and sizes, reward kind) and the config.
+Orbax writes each step into a temporary folder and renames it when complete,
+so a process killed at any moment leaves the previous step intact, and only
+completed steps are ever listed or restored. Every process calls `save` and
+`restore`; Orbax coordinates them.
+"""
+
+import json
+from typing import Any
+
+from absl import logging
+import orbax.checkpoint as ocp
+
+from adagen_jax import errors
+
+
+class Checkpointer:
+  """Saves and restores (state, meta); refuses another run's checkpoint."""
+
+  def __init__(self, directory: str, fingerprint: dict, keep: int = 3):
+    self._fingerprint = json.loads(json.dumps(fingerprint))
+    self._mngr = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True,
+            # Synchronous: a SIGTERM handler saves and exits right after.
+            enable_async_checkpointing=False))
+
+  @property
+  def latest_step(self) -> int | None:
+    return self._mngr.latest_step()
+
+  def save(self, step: int, state: Any, config_json: str):
+    self._mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        meta=ocp.args.JsonSave({'fingerprint': self._fingerprint,
+                                'config': json.loads(config_json)})),
+                    force=True)
+    self._mngr.wait_until_finished()
+    logging.info('Saved checkpoint %d to %s.', step, self._mngr.directory)
+
+  def restore_latest(self, abstract_state: Any) -> tuple[int, Any] | None:
+    """(step, state) of the newest complete checkpoint, or None."""
+    step = self.latest_step
+    if step is None:
+      return None
+    where = f'{self._mngr.directory}/{step}'
+    try:
+      meta = self._mngr.restore(step, args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore()))['meta']
+    except Exception as e:  # pylint: disable=broad-except
+      raise errors.UserError(
+          f'checkpoint {where} is unreadable ({type(e).__name__}); delete it '
+          'or use another --workdir.') from None
+    theirs = meta.get('fingerprint')
+    if theirs != self._fingerprint:
+      diff = sorted(k for k in set(self._fingerprint) | set(theirs or {})
+                    if (theirs or {}).get(k) != self._fingerprint.get(k))
+      raise errors.UserError(
+          f'checkpoint {where} belongs to another run (differs in {diff}); '
+          'use a new --workdir or the config that wrote it.')
+    try:
+      state = self._mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state)))['state']
+    except Exception as e:  # pylint: disable=broad-except
+      raise errors.UserError(
+          f'checkpoint {where} is corrupted or incompatible '
+          f'({type(e).__name__}: {str(e).splitlines()[0][:120]}); delete '
+          'that step folder to resume from an earlier one.') from None
+    logging.info('Restored checkpoint %d from %s.', step, where)
+    return step, state
+
+  def close(self):
+    self._mngr.close()
+
+
+def fingerprint(config, generator) -> dict:
+  """What must match for a checkpoint to be resumable by this run."""
+  return {
+      'generator': generator.identity(),
+      'actions': list(generator.action_spec.names),
+      'num_steps': generator.num_steps,
+      'policy_kind': config.policy.kind,
+      'policy_hidden': config.policy.hidden,
+      'reward': config.reward.name,
+  }

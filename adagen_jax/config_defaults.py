@@ -1,0 +1,128 @@
+"""Defaults shared by every AdaGen experiment config (configs/*.py).
+
+A config file builds its `generator` section and calls `adagen_config`, which
+adds the policy, PPO, reward, evaluation and bookkeeping sections with the
+reference's values (adagen_reference.md §1-3) and applies the `:ARG` string:
+`runlocal` shrinks everything for a laptop / CI, `key=value` pairs override.
+"""
+
+import ml_collections
+
+from adagen_jax import errors
+
+
+def parse_arg(arg: str | None) -> dict:
+  """':runlocal,steps=4' -> {'runlocal': True, 'steps': '4'}."""
+  out = {}
+  for item in filter(None, (arg or '').split(',')):
+    key, _, value = item.partition('=')
+    out[key.strip()] = value.strip() if value else True
+  return out
+
+
+def adagen_config(generator: ml_collections.ConfigDict,
+                  arg: str | None = None,
+                  overrides: dict | None = None) -> ml_collections.ConfigDict:
+  """The full experiment config around a generator section.
+
+  Args:
+    generator: the `config.generator` section.
+    arg: the `:ARG` string of --config=FILE:ARG.
+    overrides: the experiment's own values ({'ppo': {'epochs': 3}, ...}),
+      applied before `arg`, so `:runlocal` still shrinks the experiment.
+  """
+  args = parse_arg(arg)
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.generator = generator
+  if 'steps' in args:
+    c.generator.steps = int(args['steps'])
+
+  c.data = ml_collections.ConfigDict(dict(name='fashion_mnist', path=''))
+
+  # Policy and critic: the reference's PolicyNet (hidden 512) or the
+  # learnable non-adaptive table of the ablation.
+  c.policy = ml_collections.ConfigDict(dict(
+      kind='adaptive',  # 'adaptive' | 'nonadaptive'
+      hidden=512,
+      # Exploration std in pre-activation space: init, then minus decay_rate
+      # at each of decay_steps iterations, floored (reference: 0.6, 0.3, 500).
+      std_init=0.6, std_decay_rate=0.3, std_decay_steps=(500,), std_min=0.1,
+  ))
+
+  c.ppo = ml_collections.ConfigDict(dict(
+      trajectories=4096,      # global, per iteration
+      rollout_batch=512,      # global batch of one rollout call
+      epochs=5,
+      num_minibatches=1,      # 1 = full batch, as the reference
+      learning_rate=1e-5,
+      clip_eps=0.2,
+      vf_coef=0.5,
+      obs_dtype='bfloat16',   # stored rollout observations
+  ))
+
+  # Terminal reward (adagen_reference.md §3): the projected discriminator on
+  # a frozen backbone that is never the evaluation network.
+  c.reward = ml_collections.ConfigDict(dict(
+      name='adversarial',     # 'adversarial' | 'fd' | 'static'
+      backbone='fmnist',      # 'fmnist' (shipped) | 'dino_vits16'
+      backbone_weights='',    # the DINO .pth for 'dino_vits16'
+      loss='bce',             # 'bce' | 'hinge'
+      d_steps=5,              # discriminator steps per PPO iteration
+      d_batch=512,            # global real (and fake) images per D step
+      # True: every D step rolls out fresh fakes from the updated policy (the
+      # reference); False: D trains on this iteration's PPO rollouts, which
+      # halves the cost of an iteration on small machines.
+      fresh_fakes=True,
+      lr=1e-4, b1=0.5, b2=0.999,
+      p_crop=0.5,
+      crop_size=28,           # backbone input side (224 for DINO)
+      crop_pad=2,             # translate-crop padding for 28-pixel images
+      mapping_layers=8,
+      virtual_bs=8,
+  ))
+
+  c.num_iterations = 1000
+  c.log_every = 1
+  c.eval_every = 50           # iterations; 0 disables periodic evaluation
+  c.eval_num = 5000           # samples of a periodic FD-FMNIST evaluation
+  c.final_eval_num = 10000
+  c.checkpoint_every = 10
+  c.keep_checkpoints = 3
+  c.plots_every = 50
+  c.update_from_flattened_dict(_flatten(overrides or {}))
+
+  if args.pop('runlocal', False):
+    c.policy.hidden = 64
+    c.ppo.update(trajectories=256, rollout_batch=256, learning_rate=1e-4)
+    c.reward.update(d_steps=1, d_batch=256, fresh_fakes=False)
+    c.num_iterations = 4
+    c.eval_every = 2
+    c.eval_num = 1000
+    c.final_eval_num = 2000
+    c.checkpoint_every = 2
+    c.plots_every = 2
+  args.pop('steps', None)
+  if args:
+    raise errors.UserError(f'unknown config argument(s) {sorted(args)} after '
+                           "':'; known: runlocal, steps=T")
+  return c
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
+def use_imagenet(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """ImageNet data and the reference's reward backbone (DINO ViT-S/16)."""
+  c.data.name = 'imagenet2012'
+  c.reward.update(backbone='dino_vits16',
+                  backbone_weights='weights/dino_deitsmall16_pretrain.pth',
+                  crop_size=224, crop_pad=0)
+  return c

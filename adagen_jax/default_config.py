@@ -1,0 +1,50 @@
+"""The embedded default: AdaGen on the shipped Fashion-MNIST MaskGIT, T=8.
+
+  python -m adagen_jax.main          # this config, workdir workdir/default
+
+Sized for a 2-core CPU (about 15 minutes, docs/RESULTS.md has the measured
+time): one 256-trajectory rollout per PPO iteration, the discriminator
+trained on that iteration's samples rather than fresh ones, and a larger
+learning rate than the reference's 1e-5 (which assumes ~1000 iterations of
+4096 trajectories). It ends by printing hand-crafted vs AdaGen FD-FMNIST on
+the same 5000 class-balanced samples per method.
+
+The generator section is shared with configs/fmnist_maskgit.py (the full
+experiment config); the sizes are those of adagen_jax/assets/
+fmnist_maskgit.json.
+"""
+
+import ml_collections
+
+from adagen_jax import config_defaults
+
+
+def fmnist_maskgit_generator(steps: int = 8) -> ml_collections.ConfigDict:
+  """The `config.generator` section of the shipped Fashion-MNIST MaskGIT."""
+  return ml_collections.ConfigDict(dict(
+      name='maskgit',
+      weights='fmnist_maskgit',  # shipped asset (or .msgpack path[s])
+      steps=steps,
+      schedule='cosine',   # cosine | linear | muse | autonat (T=8)
+      smoothing=0.8,
+      temp_init=1.0,       # re-mask (Gumbel) temperature scale
+      samp_temp_init=1.0,  # token sampling temperature
+      cfg_init=1.0,        # guidance w at the end of the ramp
+      image_size=28, image_channels=1, num_classes=10,
+      tokens=7, codebook_size=128,
+      width=64, depth=4, heads=4, mlp_ratio=4.0,
+      tokenizer=dict(filters=16, channel_mult=(1, 1, 2), num_res_blocks=1,
+                     embedding_dim=16, norm_groups=32),
+  ))
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  return config_defaults.adagen_config(
+      fmnist_maskgit_generator(), arg, overrides=dict(
+          policy=dict(hidden=64, std_decay_steps=(40,)),
+          ppo=dict(trajectories=256, rollout_batch=256, learning_rate=3e-4,
+                   obs_dtype='float32'),
+          reward=dict(d_steps=1, d_batch=256, fresh_fakes=False,
+                      mapping_layers=2),
+          num_iterations=60, eval_every=0, final_eval_num=5000,
+          checkpoint_every=10, plots_every=20))

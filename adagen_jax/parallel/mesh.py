@@ -1,0 +1,64 @@
+"""The ('data',) mesh, shardings, and moving host batches onto it.
+
+The batch axis is sharded over every device of every process; the policy,
+critic and discriminator (small) and the frozen generator are replicated. With
+`jit` and these shardings, XLA inserts the cross-device reductions (PPO
+return statistics, the discriminator's batch statistics) itself.
+"""
+
+import math
+
+import jax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+
+from adagen_jax import errors
+
+
+def make_mesh() -> Mesh:
+  """A 1-D ('data',) mesh over all devices of all processes."""
+  return jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(AxisType.Auto,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis over 'data'; the rest replicated."""
+  return NamedSharding(mesh, P('data'))
+
+
+def check_batch(global_batch: int, what: str, multiple: int = 1):
+  """A global batch must split evenly over devices and into `multiple`s.
+
+  (The discriminator normalises over groups of 8 samples; under jit a group
+  may span devices, so only the global batch must be a multiple of 8.)
+  """
+  n = math.lcm(jax.device_count(), multiple)
+  if global_batch % n:
+    raise errors.UserError(
+        f'{what}={global_batch} must be a multiple of {n} (the device count '
+        f'and {multiple}); set --config.{what}='
+        f'{max(n, global_batch // n * n)}.')
+
+
+def replicate(tree, mesh: Mesh):
+  """Host or device pytree -> global arrays replicated on every device."""
+  return jax.device_put(tree, replicated(mesh))
+
+
+def shard_host_batch(tree, mesh: Mesh):
+  """This process's slice of a global batch (NumPy) -> global jax.Arrays."""
+  sharding = batch_sharded(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding,
+                                                       np.asarray(x)), tree)
+
+
+def process_slice(global_batch: int) -> slice:
+  """The rows of a global batch that this process feeds."""
+  per = global_batch // jax.process_count()
+  start = jax.process_index() * per
+  return slice(start, start + per)

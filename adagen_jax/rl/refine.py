@@ -1,0 +1,646 @@
+"""Inference-time refinement and the fidelity-diversity blend (AdaGen §III-F).
+
+Three additions on top of a trained policy, generic over the generator
+protocol (adagen_reference.md §8 items 11-12: none of them is in released
+code, so every choice below is ours and says why):
+
+- Best-of-N (`best_of_n`): N rollouts per label in one batch of B * N, each
+  final image scored by the trained discriminator, the best kept.
+- Value lookahead (`lookahead_transition`): at chosen steps, K candidate next
+  states from K sampling keys; the critic's V(obs_{t+1}, t + 1) picks one per
+  sample. Only stochastic transitions (MaskGIT, VAR) have candidates.
+- The lambda-blend (`blend_act_fn`, `FidelityTraining`): a second,
+  fidelity-oriented policy trained on (1 - lam) r_adv + lam r_fid with the
+  main policy frozen, executed as (1 - lam) a_main + lam a_fid.
+
+`Refinement` and `load_refinement` bundle them for `adagen_jax.sample`
+(--best_of, --lookahead, --lookahead_steps, --lam, --fidelity_policy);
+`refinement_cost` counts what each costs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from adagen_jax import errors
+from adagen_jax.generators import base
+from adagen_jax.rl import policy as policy_lib
+from adagen_jax.rl import ppo as ppo_lib
+from adagen_jax.rl import rewards as rewards_lib
+from adagen_jax.rl import rollout as rollout_lib
+
+# Key of the fixed reference samples that share a discriminator group with
+# every best-of-N candidate (see `score_samples`).
+REFERENCE_SEED = 7
+# Smallest training lam: the fidelity samples are recovered from the blended
+# action by dividing by lam (`fidelity_trajectory`).
+LAM_MIN = 1e-3
+_TRAIN_HINT = ('train one with python -m adagen_jax.main --config=... '
+               '--workdir=WORKDIR and pass --policy=WORKDIR/policy')
+
+
+# --- best-of-N ----------------------------------------------------------------
+
+
+def reference_size(reward_model) -> int:
+  """How many fixed reference images share a candidate's score group."""
+  if isinstance(reward_model, rewards_lib.AdversarialReward):
+    return reward_model.disc.virtual_bs - 1
+  return 0
+
+
+def reference_samples(generator: base.Generator, gen_params,
+                      act_fn: rollout_lib.ActFn | None, count: int
+                      ) -> tuple[jax.Array, jax.Array]:
+  """`count` samples of the policy itself from a fixed key.
+
+  Returns:
+    images float32 [count, H, W, C]; labels int32 [count] (distinct classes
+    first: arange(count) % num_classes).
+  """
+  labels = jnp.arange(count, dtype=jnp.int32) % generator.num_classes
+  traj = rollout_lib.rollout(generator, gen_params, labels,
+                             jax.random.key(REFERENCE_SEED), act_fn,
+                             keep_obs=False)
+  return traj.images, labels
+
+
+def check_scorer(reward_model):
+  """Best-of-N needs a score of each sample on its own."""
+  if not isinstance(reward_model, (rewards_lib.AdversarialReward,
+                                   rewards_lib.StaticReward)):
+    raise errors.UserError(
+        'best-of-N scores every sample on its own, and the '
+        f'{type(reward_model).__name__} depends on the whole batch; use a '
+        'policy trained with config.reward.name=adversarial (or static).')
+
+
+def score_samples(reward_model, reward_state, images: jax.Array,
+                  labels: jax.Array, rng: jax.Array,
+                  reference: tuple[jax.Array, jax.Array] | None = None
+                  ) -> jax.Array:
+  """float32 [M]: per-sample scores that do not depend on batch-mates.
+
+  The discriminator's BatchNormLocal normalises every group of `virtual_bs`
+  (g) contiguous samples with the group's own statistics, so its raw score
+  of an image moves when its neighbours change. We score each candidate in
+  a group of its own: the candidate followed by the same g - 1 reference
+  images (`reference_samples`: the policy's own samples from a fixed key).
+  Why this and not statistics frozen from a reference batch: it is exactly
+  the condition the reward was computed under in training (a group of g
+  samples of the policy, the sample contributing 1/g of the statistics), it
+  needs no change to the discriminator, and the score is a function of the
+  candidate alone. It costs g discriminator forwards per candidate (cheap
+  next to a generator: DINO ViT-S/16 and the heads on 8 images are about
+  0.1 TFLOP, some 2% of one 16-step MaskGIT-L sample). Random-crop
+  augmentation is switched off: at inference we want the discriminator's
+  verdict, not a coin flip.
+
+  Per-sample rewards (`StaticReward`) are used as they are; the FD reward
+  is a property of a set and is refused.
+
+  Args:
+    reward_model: an AdversarialReward or StaticReward.
+    reward_state: its state.
+    images: float32 [M, H, W, C] in [0, 1]; labels int32 [M].
+    rng: key (unused by the deterministic scores, kept for the interface).
+    reference: (images [g - 1, H, W, C], labels [g - 1]) for the
+      adversarial reward.
+  """
+  check_scorer(reward_model)
+  if isinstance(reward_model, rewards_lib.StaticReward):
+    return reward_model.reward(reward_state, images, labels, rng)
+  g = reward_model.disc.virtual_bs
+  if reference is None or reference[0].shape[0] != g - 1:
+    raise ValueError(f'the adversarial score needs {g - 1} reference images '
+                     '(reference_samples).')
+  m = images.shape[0]
+  ref_images, ref_labels = reference
+
+  def grouped(x, ref):  # [M, ...] -> [M * g, ...]: x_i, then the references
+    ref = jnp.broadcast_to(ref[None].astype(x.dtype), (m,) + ref.shape)
+    return jnp.concatenate([x[:, None], ref], axis=1).reshape(
+        (m * g,) + x.shape[1:])
+
+  model = dataclasses.replace(reward_model, augment_reward=False)
+  scores = model.score(reward_state, grouped(images, ref_images),
+                       grouped(labels, ref_labels), rng, group_size=g)
+  return scores.reshape(m, g)[:, 0]
+
+
+def best_of_n(generator: base.Generator, gen_params, labels: jax.Array,
+              rng: jax.Array, act_fn: rollout_lib.ActFn | None,
+              reward_model, reward_state, n: int, *,
+              transition: rollout_lib.Transition | None = None,
+              reference: tuple[jax.Array, jax.Array] | None = None
+              ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """N candidate generations per label, the best-scored one kept.
+
+  One rollout of B * N samples, sample-major (row b * N + j is candidate j
+  of sample b), so with the batch axis sharded over a ('data',) mesh the N
+  candidates of a sample sit on one device and the argmax moves nothing.
+  With n = 1 the images are exactly `rollout(generator, gen_params, labels,
+  rng, act_fn)`'s. Candidates are scored slot by slot (a `lax.map` over the
+  N slots of B images), which bounds the scoring memory at B * g images.
+
+  Args:
+    generator, gen_params: the frozen generator.
+    labels: int32 [B].
+    rng: key of the rollout (and of the scores).
+    act_fn: the policy (None: the hand-crafted schedule).
+    reward_model, reward_state: the trained discriminator (or a per-sample
+      reward), see `score_samples`.
+    n: candidates per sample.
+    transition: e.g. a `lookahead_transition`, applied to every candidate.
+    reference: the discriminator's reference group; default
+      `reference_samples(generator, gen_params, act_fn, g - 1)`.
+
+  Returns:
+    images float32 [B, H, W, C]; scores float32 [B] of the kept candidates;
+    chosen_index int32 [B] in [0, N).
+  """
+  if n < 1:
+    raise errors.UserError(f'best-of-N needs N >= 1, got {n}; pass '
+                           '--best_of=4 for example.')
+  b = labels.shape[0]
+  traj = rollout_lib.rollout(generator, gen_params, jnp.repeat(labels, n),
+                             rng, act_fn, keep_obs=False,
+                             transition=transition)
+  count = reference_size(reward_model)
+  if count and reference is None:
+    reference = reference_samples(generator, gen_params, act_fn, count)
+  images = traj.images.reshape((b, n) + traj.images.shape[1:])
+  k_score = jax.random.fold_in(rng, n)
+
+  def score_slot(x):  # images of candidate slot j, [B, H, W, C] -> [B]
+    return score_samples(reward_model, reward_state, x, labels, k_score,
+                         reference)
+
+  scores = jax.lax.map(score_slot, jnp.swapaxes(images, 0, 1)).T  # [B, N]
+  chosen = jnp.argmax(scores, axis=1).astype(jnp.int32)
+  rows = jnp.arange(b)
+  return images[rows, chosen], scores[rows, chosen], chosen
+
+
+# --- value lookahead ----------------------------------------------------------
+
+
+def resolve_steps(num_steps: int,
+                  steps: Sequence[int] | None = None) -> tuple[int, ...]:
+  """The validated steps t where lookahead applies; default 0 .. T - 2.
+
+  The last step is excluded: V(s_T) does not exist (the critic learns values
+  of the states the policy acts in, t < T; the terminal value is the reward
+  itself). Choosing among final images is best-of-N's job.
+  """
+  if steps is None:
+    return tuple(range(num_steps - 1))
+  steps = tuple(sorted({int(s) for s in steps}))
+  bad = [s for s in steps if not 0 <= s < num_steps - 1]
+  if bad:
+    raise errors.UserError(
+        f'lookahead steps {bad} are outside 0..{num_steps - 2} (the last '
+        f'step {num_steps - 1} has no next-state value; use --best_of there);'
+        f' pass e.g. --lookahead_steps=0,1,2.')
+  return steps
+
+
+def candidate_keys(rng: jax.Array, k: int) -> jax.Array:
+  """K keys [K]; the first is `rng` itself, so candidate 0 is the plain
+  step and K = 1 reproduces an ordinary rollout exactly."""
+  return jnp.stack([rng] + [jax.random.fold_in(rng, i) for i in range(1, k)])
+
+
+def batch_layout(small, big, batch: int) -> list[tuple[int, int] | None]:
+  """Where each state leaf keeps its samples, from its shapes at B and 2B.
+
+  Args:
+    small, big: the same state pytree (arrays or ShapeDtypeStructs) at batch
+      sizes `batch` and 2 * batch.
+    batch: B.
+
+  Returns:
+    Per flattened leaf: None (no batch axis: the same in every candidate,
+    e.g. a step counter) or (axis, rows): the axis holding B * rows rows,
+    each sample's `rows` rows contiguous (VAR's interleaved cond / uncond
+    rows; the layout that keeps a sharded batch's samples on one device).
+  """
+  small_leaves, treedef = jax.tree.flatten(small)
+  layout = []
+  for s, g in zip(small_leaves, treedef.flatten_up_to(big)):
+    axes = [i for i, (x, y) in enumerate(zip(s.shape, g.shape)) if x != y]
+    if not axes:
+      layout.append(None)
+      continue
+    a = axes[0]
+    if len(axes) > 1 or s.shape[a] % batch or g.shape[a] != 2 * s.shape[a]:
+      raise ValueError(f'state leaf {s.shape} (at B={batch}) vs {g.shape} '
+                       f'(at 2B): lookahead needs one batch axis per leaf.')
+    layout.append((a, s.shape[a] // batch))
+  return layout
+
+
+def select_candidates(stacked, index: jax.Array,
+                      layout: list[tuple[int, int] | None]):
+  """Per sample b, candidate index[b] of a pytree stacked over K.
+
+  Args:
+    stacked: pytree whose leaves are [K, ...] (vmap over K of a state).
+    index: int32 [B] in [0, K).
+    layout: `batch_layout` of one (unstacked) state.
+  """
+  leaves, treedef = jax.tree.flatten(stacked)
+  b = index.shape[0]
+  out = []
+  for x, lay in zip(leaves, layout):
+    if lay is None:
+      out.append(x[0])
+      continue
+    axis, rows = lay
+    shape = x.shape
+    x = x.reshape(shape[:axis + 1] + (b, rows) + shape[axis + 2:])
+    x = jnp.moveaxis(x, axis + 1, 1)[index, jnp.arange(b)]  # [B, ..]
+    out.append(jnp.moveaxis(x, 0, axis).reshape(shape[1:]))
+  return treedef.unflatten(out)
+
+
+def check_stochastic(generator: base.Generator):
+  """Lookahead needs candidates that differ: a stochastic `step`."""
+  if not generator.stochastic:
+    raise errors.UserError(
+        f'lookahead needs stochastic transitions and {generator.name} steps '
+        'are deterministic (all K candidates would be equal); drop '
+        '--lookahead, or use --best_of for this generator.')
+
+
+def lookahead_transition(generator: base.Generator, agent: policy_lib.Agent,
+                         agent_params, k: int,
+                         steps: Sequence[int] | None = None
+                         ) -> rollout_lib.Transition:
+  """A rollout `transition` that keeps the best of K candidate next states.
+
+  At the steps in `steps` (default: all but the last, see
+  `resolve_steps`), the executed action is applied K times with K keys
+  (`candidate_keys`; a vmap over K, so one batched K x B generator call) and
+  each sample keeps the candidate with the highest critic value
+  V(obs_{t+1}, t + 1) (ties: the lowest index). Elsewhere it is the plain
+  `generator.step` (a `lax.cond`: no K-fold work at other steps).
+
+  Args:
+    generator: a stochastic generator (`generator.stochastic`).
+    agent, agent_params: the critic `agent.value` is read from (an
+      exported policy's params['critic']).
+    k: K >= 1 candidates.
+    steps: the steps t in [0, T - 2] where lookahead applies.
+
+  Raises:
+    UserError: a deterministic generator (DiT, SiT: every candidate would be
+      the same state), K < 1 or a step out of range.
+  """
+  check_stochastic(generator)
+  if k < 1:
+    raise errors.UserError(f'lookahead needs K >= 1, got {k}; pass e.g. '
+                           '--lookahead=4.')
+  active = np.zeros(generator.num_steps, bool)
+  active[list(resolve_steps(generator.num_steps, steps))] = True
+
+  def transition(params, state, action, rng, t):
+    def plain():
+      return generator.step(params, state, action, rng)
+
+    def look():
+      states, obs = jax.vmap(lambda key: generator.step(
+          params, state, action, key))(candidate_keys(rng, k))
+      b = obs.shape[1]
+      values = agent.value(agent_params,
+                           obs.reshape((k * b,) + obs.shape[2:]), t + 1)
+      best = jnp.argmax(values.reshape(k, b), axis=0)
+      # Which axis of each state leaf is the batch: compare with the
+      # (abstract) initial state at 2B.
+      big = jax.eval_shape(
+          generator.init,
+          jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                       params),
+          jax.ShapeDtypeStruct((2 * b,), jnp.int32), jax.random.key(0))
+      layout = batch_layout(state, big[0], b)
+      return select_candidates(states, best, layout), obs[best, jnp.arange(b)]
+
+    return jax.lax.cond(jnp.asarray(active)[t], look, plain)
+
+  return transition
+
+
+# --- the lambda-blend -----------------------------------------------------------
+
+
+def blend_act_fn(main_agent: policy_lib.Agent, main_params,
+                 fid_agent: policy_lib.Agent, fid_params, lam: jax.Array,
+                 sigma: jax.Array, explore: bool, *,
+                 with_value: bool = True) -> rollout_lib.ActFn:
+  """raw = (1 - lam) mean_main + lam raw_fid, as a rollout ActFn.
+
+  The blend is on the raw pre-activation outputs, before the heuristic
+  residual and the EMA smoothing: both are affine and shared by the two
+  policies, so this equals blending the two policies' smoothed
+  pre-activations (the paper's "linear on the policy outputs"), and the
+  activation is applied once, to the blend. lam = 0 returns the main
+  policy's mean exactly, lam = 1 the fidelity policy's raw action exactly.
+
+  Only the fidelity policy is stochastic: raw_fid ~ N(mean_fid, sigma^2)
+  when exploring (its mean otherwise); the main policy contributes its mean
+  and is never trained through this function.
+
+  Args:
+    main_agent, main_params: the frozen main (diversity) policy.
+    fid_agent, fid_params: the fidelity policy.
+    lam: float32 [] in [0, 1], a traced array (no recompiles across lam).
+    sigma: the fidelity policy's exploration std.
+    explore: sample raw_fid (training) or take its mean (evaluation).
+    with_value: compute the fidelity critic's value.
+
+  Returns:
+    act(obs, t, rng) -> (raw float32 [B, A] executed, logp float32 [B] of
+    the fidelity sample under the fidelity policy, value float32 [B] of the
+    fidelity critic).
+  """
+  fid_act = fid_agent.make_act_fn(fid_params, sigma, explore,
+                                  with_value=with_value)
+
+  def act(obs, t, rng):
+    main_mean = main_agent.mean(main_params, obs, t)
+    fid_raw, logp, value = fid_act(obs, t, rng)
+    return (1.0 - lam) * main_mean + lam * fid_raw, logp, value
+
+  return act
+
+
+def blend_reward(r_adv: jax.Array, r_fid: jax.Array,
+                 lam: jax.Array) -> jax.Array:
+  """float32 [B]: (1 - lam) r_adv + lam r_fid."""
+  return (1.0 - lam) * r_adv + lam * r_fid
+
+
+def fidelity_trajectory(main_agent: policy_lib.Agent, main_params,
+                        traj: rollout_lib.Trajectory,
+                        lam: jax.Array) -> rollout_lib.Trajectory:
+  """The trajectory with `raw` = the fidelity policy's own samples.
+
+  A blended rollout stores the executed raw (1 - lam) m_main + lam r_fid;
+  PPO on the fidelity policy needs r_fid = (raw - (1 - lam) m_main) / lam,
+  with m_main recomputed from the stored observations (keep them float32:
+  rounded observations move m_main, and the error is divided by lam).
+  logp and value already belong to the fidelity agent.
+
+  Args:
+    lam: float32 [] >= LAM_MIN.
+  """
+  num_steps, b = traj.raw.shape[:2]
+  obs = traj.obs.reshape((num_steps * b,) + traj.obs.shape[2:])
+  t = jnp.repeat(jnp.arange(num_steps, dtype=jnp.int32), b)
+  main_mean = main_agent.mean(main_params, obs, t).reshape(traj.raw.shape)
+  return traj.replace(raw=(traj.raw - (1.0 - lam) * main_mean) / lam)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FidelityTraining:
+  """PPO for the fidelity policy of the lambda-blend; jit `iteration`.
+
+  The main policy and both rewards are frozen here. Keeping the
+  discriminator current on the blended samples is the caller's choice:
+  `iteration` returns the fakes for `adv_reward.update` (train.py's d_step).
+
+  Attributes:
+    generator: the frozen generator.
+    main_agent: the trained main policy (its params are an argument).
+    fid_agent: the fidelity agent being trained (actor and its own critic).
+    adv_reward: the adversarial RewardModel.
+    fid_reward: the fidelity RewardModel, e.g. `rewards.StaticReward` on
+      the reward backbone's classifier (never the evaluation network).
+    ppo_config: static PPO settings.
+  """
+  generator: Any
+  main_agent: policy_lib.Agent
+  fid_agent: policy_lib.Agent
+  adv_reward: Any
+  fid_reward: Any
+  ppo_config: ppo_lib.PPOConfig = ppo_lib.PPOConfig()
+
+  def iteration(self, ppo_state: ppo_lib.TrainState, gen_params, main_params,
+                adv_state, fid_state, labels: jax.Array, rng: jax.Array,
+                sigma: jax.Array, lam: jax.Array | None = None):
+    """One rollout batch with the blend, both rewards, one PPO update.
+
+    Args:
+      ppo_state: TrainState of the fidelity agent's {'actor', 'critic'}.
+      gen_params, main_params, adv_state, fid_state: frozen inputs.
+      labels: int32 [B].
+      rng: key.
+      sigma: float32 [] exploration std of the fidelity policy.
+      lam: float32 []; None draws lam ~ U[0, 1] for this batch. Floored at
+        LAM_MIN.
+
+    Returns:
+      (ppo_state, metrics, (images [B, H, W, C], labels [B])): PPO metrics
+      plus lam, reward, reward_adv and reward_fid (batch means).
+    """
+    k_lam, k_roll, k_adv, k_fid, k_ppo = jax.random.split(rng, 5)
+    if lam is None:
+      lam = jax.random.uniform(k_lam)
+    lam = jnp.maximum(jnp.asarray(lam, jnp.float32), LAM_MIN)
+    act = blend_act_fn(self.main_agent, main_params, self.fid_agent,
+                       ppo_state.params, lam, sigma, explore=True)
+    traj = rollout_lib.rollout(self.generator, gen_params, labels, k_roll,
+                               act)
+    r_adv = self.adv_reward.reward(adv_state, traj.images, labels, k_adv)
+    r_fid = self.fid_reward.reward(fid_state, traj.images, labels, k_fid)
+    reward = blend_reward(r_adv, r_fid, lam)
+    batch = ppo_lib.make_batch(
+        fidelity_trajectory(self.main_agent, main_params, traj, lam), reward)
+    ppo_state, metrics = ppo_lib.ppo_update(ppo_state, self.fid_agent, batch,
+                                            sigma, self.ppo_config, k_ppo)
+    metrics = dict(metrics, lam=lam, reward=jnp.mean(reward),
+                   reward_adv=jnp.mean(r_adv), reward_fid=jnp.mean(r_fid))
+    return ppo_state, metrics, (traj.images, labels)
+
+
+# --- sampling with refinements --------------------------------------------------
+
+
+def refinement_cost(num_steps: int, *, best_of: int = 1, lookahead: int = 1,
+                    lookahead_steps: Sequence[int] | None = None,
+                    blend: bool = False, group_size: int = 8
+                    ) -> dict[str, float]:
+  """What one final sample costs, against plain sampling's T transitions.
+
+  Returns:
+    generator_ratio: generator transitions relative to plain sampling,
+      N (T + (K - 1) |S|) / T (a MaskGIT / VAR init forward is multiplied
+      by N as well);
+    generator_transitions: N (T + (K - 1) |S|);
+    policy_forwards: N T, twice that with the blend (both actors);
+    critic_forwards: N K |S| (0 without lookahead);
+    discriminator_forwards: N g (the candidate's group), 0 for N = 1.
+  """
+  s = len(resolve_steps(num_steps, lookahead_steps)) if lookahead > 1 else 0
+  transitions = best_of * (num_steps + (lookahead - 1) * s)
+  return {
+      'generator_ratio': transitions / num_steps,
+      'generator_transitions': float(transitions),
+      'policy_forwards': float(best_of * num_steps * (2 if blend else 1)),
+      'critic_forwards': float(best_of * lookahead * s),
+      'discriminator_forwards': float(best_of * group_size
+                                      if best_of > 1 else 0),
+  }
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Refinement:
+  """How to sample: policy, optional blend, lookahead and best-of-N.
+
+  Static (hashable by identity, a jit static argument); the arrays live in
+  a separate `variables` dict {'policy', 'fidelity', 'lam', 'reward'} (keys
+  present as used), so a lam sweep or new weights do not recompile.
+  """
+  generator: Any
+  agent: policy_lib.Agent | None = None        # None: hand-crafted schedule
+  fid_agent: policy_lib.Agent | None = None    # set: the lambda-blend
+  lookahead: int = 1
+  steps: tuple[int, ...] = ()
+  best_of: int = 1
+  reward_model: Any = None
+
+  def act_fn(self, variables) -> rollout_lib.ActFn | None:
+    if self.agent is None:
+      return None
+    zero = jnp.float32(0.0)
+    if self.fid_agent is None:
+      return self.agent.make_act_fn(variables['policy'], zero, explore=False,
+                                    with_value=False)
+    return blend_act_fn(self.agent, variables['policy'], self.fid_agent,
+                        variables['fidelity'], variables['lam'], zero,
+                        explore=False, with_value=False)
+
+  def sample(self, variables, gen_params, labels: jax.Array, rng: jax.Array
+             ) -> tuple[jax.Array, jax.Array | None]:
+    """(images float32 [B, H, W, C], best-of-N scores [B] or None)."""
+    act = self.act_fn(variables)
+    transition = None
+    if self.lookahead > 1:
+      # The main policy's critic judges the candidates, also under a blend.
+      transition = lookahead_transition(self.generator, self.agent,
+                                        variables['policy'], self.lookahead,
+                                        self.steps)
+    if self.best_of > 1:
+      images, scores, _ = best_of_n(
+          self.generator, gen_params, labels, rng, act, self.reward_model,
+          variables['reward'], self.best_of, transition=transition)
+      return images, scores
+    traj = rollout_lib.rollout(self.generator, gen_params, labels, rng, act,
+                               keep_obs=False, transition=transition)
+    return traj.images, None
+
+  def cost(self) -> dict[str, float]:
+    return refinement_cost(
+        self.generator.num_steps, best_of=self.best_of,
+        lookahead=self.lookahead, lookahead_steps=self.steps,
+        blend=self.fid_agent is not None,
+        group_size=reference_size(self.reward_model) + 1)
+
+  def describe(self) -> str:
+    """One line: the refinements and their cost per final sample."""
+    c = self.cost()
+    parts = [f'{c["generator_ratio"]:.2f}x generator transitions']
+    if self.lookahead > 1:
+      parts.append(f'{c["critic_forwards"]:.0f} critic forwards')
+    if self.best_of > 1:
+      parts.append(f'{c["discriminator_forwards"]:.0f} discriminator '
+                   'forwards')
+    if self.fid_agent is not None:
+      parts.append('2 policy forwards per step')
+    return (f'refinement best_of={self.best_of} lookahead={self.lookahead}'
+            f' steps={list(self.steps) if self.lookahead > 1 else []}'
+            f' blend={self.fid_agent is not None}: ' + ', '.join(parts) +
+            ' per sample')
+
+
+def load_refinement(policy: str, generator, *, best_of: int = 1,
+                    lookahead: int = 1,
+                    lookahead_steps: Sequence[int] | None = None,
+                    lam: float | None = None,
+                    fidelity_policy: str | None = None,
+                    backbone: rewards_lib.Backbone | None = None
+                    ) -> tuple[Refinement, dict]:
+  """The library form of sample.py's refinement flags.
+
+  Args:
+    policy: 'heuristic', a shipped policy name or a policy export folder
+      (`export.resolve`); refinements need an export.
+    generator: the built generator.
+    best_of: N (needs the export's reward/ discriminator state).
+    lookahead: K (needs the export's critic and a stochastic generator).
+    lookahead_steps: steps for the lookahead (default all but the last).
+    lam: blend weight in [0, 1] of `fidelity_policy` (an export trained with
+      FidelityTraining against `policy`).
+    fidelity_policy: the fidelity policy export.
+    backbone: the reward backbone (default: the export's reward config via
+      train.make_backbone); tests pass a small one.
+
+  Returns:
+    (Refinement, variables) for `Refinement.sample`.
+
+  Raises:
+    UserError: a refinement asked without what it needs, or a bad value.
+  """
+  # Imported here: orbax and the training stack are only needed to load.
+  from adagen_jax.checkpoint import export  # pylint: disable=g-import-not-at-top
+  if best_of < 1 or lookahead < 1:
+    raise errors.UserError(f'--best_of={best_of} and --lookahead={lookahead} '
+                           'must be >= 1 (1 disables them).')
+  if lookahead_steps is not None and lookahead == 1:
+    raise errors.UserError('--lookahead_steps needs --lookahead=K with K > 1.')
+  if (lam is None) != (fidelity_policy is None):
+    raise errors.UserError('the blend needs both --lam=L and '
+                           '--fidelity_policy=PATH (or neither).')
+  if lam is not None and not 0.0 <= lam <= 1.0:
+    raise errors.UserError(f'--lam={lam} must lie in [0, 1] (0: the main '
+                           'policy, 1: the fidelity policy).')
+  wanted = [name for name, on in (('--best_of', best_of > 1),
+                                  ('--lookahead', lookahead > 1),
+                                  ('--lam', lam is not None)) if on]
+  if policy == 'heuristic':
+    if wanted:
+      raise errors.UserError(
+          f'{" and ".join(wanted)} need an exported policy (its '
+          'discriminator, critic or main policy), not --policy=heuristic; '
+          + _TRAIN_HINT + '.')
+    return Refinement(generator), {}
+  if lookahead > 1:
+    check_stochastic(generator)
+  steps = (resolve_steps(generator.num_steps, lookahead_steps)
+           if lookahead > 1 else ())
+  agent, params, card = export.load(policy, generator)
+  variables = {'policy': params}
+  fid_agent = reward_model = None
+  if lam is not None:
+    fid_agent, variables['fidelity'], _ = export.load(fidelity_policy,
+                                                      generator)
+    variables['lam'] = jnp.float32(lam)
+  if best_of > 1:
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    reward_config = ml_collections.ConfigDict(card['reward'])
+    if backbone is None:
+      from adagen_jax import train  # pylint: disable=g-import-not-at-top
+      backbone = train.make_backbone(reward_config)
+    reward_model = rewards_lib.make_reward(reward_config, backbone,
+                                           generator.num_classes)
+    check_scorer(reward_model)
+    variables['reward'] = export.load_reward_state(policy, generator,
+                                                   reward_model)
+  return Refinement(generator, agent=agent, fid_agent=fid_agent,
+                    lookahead=lookahead, steps=steps, best_of=best_of,
+                    reward_model=reward_model), variables

@@ -1,0 +1,384 @@
+"""AdaGen training: rollouts, terminal rewards, PPO and discriminator updates.
+
+One iteration (adagen_reference.md §2):
+  1. collect `ppo.trajectories` rollouts of the exploring policy;
+  2. reward the terminal images;
+  3. PPO: `ppo.epochs` updates of policy and critic on all (trajectory, step)
+     pairs;
+  4. `reward.d_steps` discriminator updates on fresh rollouts of the updated
+     policy against real images (adversarial reward only);
+  5. every so often: FD-FMNIST of the deterministic policy, sample grids,
+     schedule plots, a checkpoint.
+Everything runs under `jit` on a ('data',) mesh: batches sharded, parameters
+replicated. Only logged scalars and evaluation images leave the devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import signal
+import time
+from typing import Any
+
+from absl import logging
+import flax
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import numpy as np
+
+from adagen_jax import errors
+from adagen_jax import generators
+from adagen_jax import images as images_lib
+from adagen_jax import plots
+from adagen_jax import progress as progress_lib
+from adagen_jax.backbones import dino_vit
+from adagen_jax.checkpoint import export
+from adagen_jax.checkpoint import manager
+from adagen_jax.data import fashion_mnist
+from adagen_jax.metrics import writers
+from adagen_jax.parallel import mesh as mesh_lib
+from adagen_jax.rl import policy as policy_lib
+from adagen_jax.rl import ppo as ppo_lib
+from adagen_jax.rl import rewards as rewards_lib
+from adagen_jax.rl import rollout as rollout_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a resumed run needs (all leaves global jax.Arrays)."""
+  ppo: Any          # ppo_lib.TrainState: actor/critic params, Adam, step
+  reward: Any       # the reward model's state (discriminator, its Adam)
+  rng: jax.Array    # typed key []
+  iteration: jax.Array  # int32 []: completed iterations
+
+
+class _Preempted:
+  """SIGTERM sets a flag; the loop saves at the iteration's end and exits."""
+
+  def __init__(self):
+    self.requested = False
+    signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM: saving a checkpoint after this iteration.')
+    self.requested = True
+
+
+def _finite_or_raise(metrics: dict, iteration: int, last_ckpt):
+  bad = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
+  if bad:
+    raise errors.UserError(
+        f'non-finite {", ".join(bad)} at iteration {iteration}; stopped '
+        f'without saving, last good checkpoint: {last_ckpt} (lower the '
+        'learning rates or check the reward).')
+
+
+class Trainer:
+  """Holds the static pieces (modules, mesh, jitted steps) of one run."""
+
+  def __init__(self, config, workdir: str):
+    self.config = config
+    self.workdir = workdir
+    # Batches split over devices and into the discriminator's groups of 8.
+    mesh_lib.check_batch(config.ppo.rollout_batch, 'ppo.rollout_batch', 8)
+    mesh_lib.check_batch(config.reward.d_batch, 'reward.d_batch', 8)
+    if config.ppo.trajectories % config.ppo.rollout_batch:
+      raise errors.UserError(
+          f'ppo.trajectories={config.ppo.trajectories} must be a multiple of '
+          f'ppo.rollout_batch={config.ppo.rollout_batch}.')
+    self.mesh = mesh_lib.make_mesh()
+    self.generator, gen_params = generators.build(config.generator)
+    self.gen_params = mesh_lib.replicate(gen_params, self.mesh)
+    self.agent = export.build_agent(config.policy, self.generator)
+    self.ppo_config = ppo_lib.PPOConfig(
+        epochs=config.ppo.epochs, num_minibatches=config.ppo.num_minibatches,
+        clip_eps=config.ppo.clip_eps, vf_coef=config.ppo.vf_coef)
+    self.reward_model = rewards_lib.make_reward(
+        config.reward, make_backbone(config.reward),
+        self.generator.num_classes)
+    self.data_sharding = mesh_lib.batch_sharded(self.mesh)
+    self.repl = mesh_lib.replicated(self.mesh)
+    self._build_steps()
+
+  # ---------------------------------------------------------------- jitted --
+  def _labels(self, rng, batch):
+    labels = jax.random.randint(rng, (batch,), 0,
+                                self.generator.num_classes, jnp.int32)
+    return jax.lax.with_sharding_constraint(labels, self.data_sharding)
+
+  def _build_steps(self):
+    cfg, gen = self.config, self.generator
+    obs_dtype = jnp.dtype(cfg.ppo.obs_dtype)
+
+    def collect(agent_params, reward_state, rng, sigma):
+      """One exploring rollout batch and its terminal rewards."""
+      k_lab, k_roll, k_rew = jax.random.split(rng, 3)
+      labels = self._labels(k_lab, cfg.ppo.rollout_batch)
+      act = self.agent.make_act_fn(agent_params, sigma, explore=True)
+      traj = rollout_lib.rollout(gen, self.gen_params, labels, k_roll, act,
+                                 obs_dtype=obs_dtype)
+      reward = self.reward_model.reward(reward_state, traj.images, labels,
+                                        k_rew)
+      return traj, reward
+
+    def update(ppo_state, trajs, rewards, sigma, rng):
+      """PPO on all rollouts of the iteration (tuples, one per batch)."""
+      batch = ppo_lib.make_batch(concat_trajectories(trajs),
+                                 jnp.concatenate(rewards))
+      return ppo_lib.ppo_update(ppo_state, self.agent, batch, sigma,
+                                self.ppo_config, rng)
+
+    def d_step(reward_state, agent_params, real, fakes, rng, sigma):
+      """One D step: real vs fakes, or vs fresh samples of the updated
+      (exploring) policy when `fakes` is None (the reference)."""
+      k_lab, k_roll, k_upd = jax.random.split(rng, 3)
+      if fakes is None:
+        labels = self._labels(k_lab, cfg.reward.d_batch)
+        act = self.agent.make_act_fn(agent_params, sigma, explore=True,
+                                     with_value=False)
+        traj = rollout_lib.rollout(gen, self.gen_params, labels, k_roll, act,
+                                   keep_obs=False)
+        fakes = (traj.images, labels)
+      return self.reward_model.update(reward_state, real[0], real[1],
+                                      fakes[0], fakes[1], k_upd)
+
+    def sample(agent_params, labels, rng):
+      """Deterministic policy (its mean); None params = hand-crafted."""
+      act = (None if agent_params is None else
+             self.agent.make_act_fn(agent_params, jnp.float32(0.0),
+                                    explore=False, with_value=False))
+      traj = rollout_lib.rollout(gen, self.gen_params, labels, rng, act,
+                                 keep_obs=False)
+      return traj.images, traj.actions
+
+    self.collect = jax.jit(collect)
+    self.reward = jax.jit(self.reward_model.reward)
+    self.update = jax.jit(update, donate_argnums=0)
+    self.d_step = jax.jit(d_step, donate_argnums=0)
+    self.sample = jax.jit(sample)
+
+  # ----------------------------------------------------------------- state --
+  def init_state(self, real) -> TrainState:
+    """Fresh state; `real` (images, labels) is a host batch of real data."""
+    rng = jax.random.key(self.config.seed)
+    k_pol, k_rew, rng = jax.random.split(rng, 3)
+    agent_params = self.agent.init(k_pol, self.generator.obs_shape)
+    ppo_state = ppo_lib.create_train_state(agent_params,
+                                           self.config.ppo.learning_rate)
+    # The discriminator takes its input sizes from `real`; the FD reward its
+    # initial real statistics.
+    reward_state = self.reward_model.init(
+        k_rew, *mesh_lib.shard_host_batch(real, self.mesh))
+    state = TrainState(ppo=ppo_state, reward=reward_state, rng=rng,
+                       iteration=jnp.int32(0))
+    return mesh_lib.replicate(state, self.mesh)
+
+  def real_batches(self, start: int):
+    """This process's real (images, labels) batches from batch `start` on."""
+    cfg = self.config
+    if cfg.data.name == 'fashion_mnist':
+      it = fashion_mnist.batches(
+          *fashion_mnist.load('train', cfg.data.path or None),
+          global_batch=cfg.reward.d_batch, seed=cfg.seed)
+      return itertools.islice(it, start, None)
+    if cfg.data.name == 'imagenet2012':
+      from adagen_jax.data import imagenet  # pylint: disable=g-import-not-at-top
+      ds = imagenet.make_dataset('train', cfg.reward.d_batch, cfg.seed,
+                                 image_size=self.generator.image_shape[0],
+                                 data_dir=cfg.data.path or None)
+      return (ds[i] for i in itertools.count(start))
+    raise errors.UserError(f'config.data.name={cfg.data.name!r}; use '
+                           'fashion_mnist or imagenet2012.')
+
+  # ------------------------------------------------------------ evaluation --
+  def generate(self, agent_params, num: int, seed: int, batch: int = 1000):
+    """Class-balanced samples on the host: (images, labels, actions)."""
+    batch = min(batch, num)
+    mesh_lib.check_batch(batch, 'eval batch')
+    outs, acts = [], []
+    labels_all = np.arange(num, dtype=np.int32) % self.generator.num_classes
+    for i in range(0, num, batch):
+      labels = labels_all[i:i + batch]
+      labels = mesh_lib.shard_host_batch(labels[mesh_lib.process_slice(batch)],
+                                         self.mesh)
+      rng = jax.random.fold_in(jax.random.key(seed), i)
+      imgs, actions = self.sample(agent_params, labels, rng)
+      outs.append(multihost_utils.process_allgather(imgs, tiled=True))
+      acts.append(multihost_utils.process_allgather(
+          jnp.swapaxes(actions, 0, 1), tiled=True))
+    return (np.concatenate(outs), labels_all,
+            np.swapaxes(np.concatenate(acts), 0, 1))
+
+
+  # ------------------------------------------------------------- training --
+  def iteration(self, state: TrainState, it: int, real_iter):
+    """One AdaGen iteration -> (state, host metrics, (actions, rewards))."""
+    cfg = self.config
+    sigma = policy_lib.action_std(
+        it, cfg.policy.std_init, cfg.policy.std_decay_rate,
+        tuple(cfg.policy.std_decay_steps), cfg.policy.std_min)
+    k_col, k_ppo, k_d = jax.random.split(jax.random.fold_in(state.rng, it), 3)
+    trajs, rewards = zip(*[
+        self.collect(state.ppo.params, state.reward,
+                     jax.random.fold_in(k_col, i), sigma)
+        for i in range(cfg.ppo.trajectories // cfg.ppo.rollout_batch)])
+    ppo_state, metrics = self.update(state.ppo, trajs, rewards, sigma, k_ppo)
+    reward_state = state.reward
+    # The adversarial reward trains its discriminator; the FD reward folds
+    # real batches into its statistics; the static reward needs nothing.
+    num_updates = (cfg.reward.d_steps if self.reward_model.adversarial else
+                   int(cfg.reward.name == 'fd'))
+    for k in range(num_updates):
+      real = mesh_lib.shard_host_batch(next(real_iter), self.mesh)
+      fakes = (None if cfg.reward.fresh_fakes and
+               self.reward_model.adversarial else
+               (trajs[k % len(trajs)].images, trajs[k % len(trajs)].labels))
+      reward_state, d_metrics = self.d_step(
+          reward_state, ppo_state.params, real, fakes,
+          jax.random.fold_in(k_d, k), sigma)
+      metrics = {**metrics, **d_metrics}
+    state = state.replace(ppo=ppo_state, reward=reward_state,
+                          iteration=state.iteration + 1)
+    metrics = jax.device_get({**metrics, 'sigma': sigma,
+                              'reward_mean': jnp.mean(jnp.concatenate(
+                                  rewards))})
+    return (state, {k: float(np.mean(v)) for k, v in metrics.items()},
+            (trajs[0].actions, rewards[0]))
+
+  def scored_samples(self, state: TrainState, num: int):
+    """Actions [T, num, A] of the deterministic policy and their rewards.
+
+    Samples are scored by the reward model, never by the evaluation network,
+    to split them into easy and hard ones for the schedule plots.
+    """
+    imgs, labels, actions = self.generate(state.ppo.params, num, seed=4321)
+    rows = mesh_lib.process_slice(num)
+    scores = self.reward(state.reward, *mesh_lib.shard_host_batch(
+        (imgs[rows], labels[rows]), self.mesh), jax.random.key(0))
+    return actions, multihost_utils.process_allgather(scores, tiled=True)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains the policy; returns the final hand-crafted vs AdaGen metrics."""
+  os.makedirs(workdir, exist_ok=True)
+  trainer = Trainer(config, workdir)
+  gen, cfg = trainer.generator, config
+  is_chief = jax.process_index() == 0
+  writer = writers.create_writer(workdir)
+  ckpt = manager.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                              manager.fingerprint(config, gen),
+                              keep=cfg.keep_checkpoints)
+  state = trainer.init_state(next(trainer.real_batches(0)))
+  restored = ckpt.restore_latest(jax.eval_shape(lambda: state))
+  if restored is not None:
+    state = mesh_lib.replicate(restored[1], trainer.mesh)
+  start = int(state.iteration)
+  logging.info('Starting at iteration %d of %d.', start, cfg.num_iterations)
+  evaluator = _make_evaluator(cfg) if is_chief else None
+  # Batch 0 initialised the reward model; iteration i reads d_steps batches.
+  real_iter = trainer.real_batches(1 + start * cfg.reward.d_steps)
+  preempt = _Preempted()
+  prog = progress_lib.Progress(cfg.num_iterations - start, 'adagen iterations')
+
+  def evaluate_policy(params, num, tag, iteration):
+    """Metrics (chief, Fashion-MNIST) and a sample grid of one policy."""
+    imgs, labels, _ = trainer.generate(params, num, seed=1234)
+    if evaluator is None:
+      return None
+    metrics = evaluator(imgs, labels)
+    images_lib.save_grid(os.path.join(workdir, f'samples_{tag}.png'),
+                         imgs[:100], nrow=10, upscale=2)
+    writer.write_scalars(iteration, {f'eval_{tag}/{k}': v
+                                     for k, v in metrics.items()})
+    logging.info('iteration %d, %s: %s', iteration, tag, metrics)
+    return metrics
+
+  for it in range(start, cfg.num_iterations):
+    t0 = time.time()
+    state, metrics, plot_data = trainer.iteration(state, it, real_iter)
+    _finite_or_raise(metrics, it + 1, ckpt.latest_step)
+    metrics['iter_seconds'] = time.time() - t0
+    if (it + 1) % cfg.log_every == 0:
+      writer.write_scalars(it + 1, metrics)
+    prog.update(1, reward=metrics['reward_mean'])
+    last = it + 1 == cfg.num_iterations
+    if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and not last:
+      evaluate_policy(state.ppo.params, cfg.eval_num, 'adagen', it + 1)
+    if cfg.plots_every and (it + 1) % cfg.plots_every == 0 and is_chief:
+      _plot_schedules(workdir, gen, *plot_data,
+                      f'iteration {it + 1}, exploring policy')
+    if (it + 1) % cfg.checkpoint_every == 0 or last or preempt.requested:
+      ckpt.save(it + 1, state, config.to_json())
+    if preempt.requested:
+      logging.warning('Preempted after iteration %d; checkpoint saved.', it + 1)
+      writer.close()
+      return {'preempted_at': it + 1}
+
+  export.export_policy(os.path.join(workdir, 'policy'), state.ppo.params,
+                       config, gen, reward_state=state.reward,
+                       notes={'iterations': cfg.num_iterations})
+  results = {}
+  for tag, params in (('heuristic', None), ('adagen', state.ppo.params)):
+    metrics = evaluate_policy(params, cfg.final_eval_num, tag,
+                              cfg.num_iterations)
+    if metrics is not None:
+      results[tag] = metrics
+  actions, scores = trainer.scored_samples(state, cfg.ppo.rollout_batch)
+  if is_chief:
+    _plot_schedules(workdir, gen, actions, scores,
+                    'final deterministic policy', 'schedules_final.png')
+    with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
+      json.dump(results, f, indent=2)
+  writer.close()
+  ckpt.close()
+  return results
+
+
+def _make_evaluator(cfg):
+  """FD-FMNIST needs the in-house feature net; other data sets are evaluated
+  offline (`python -m adagen_jax.evaluate`) on exported samples."""
+  if cfg.data.name != 'fashion_mnist':
+    return None
+  from adagen_jax import evaluate  # pylint: disable=g-import-not-at-top
+  return evaluate.Evaluator.create('fmnist-test', cfg.data.path or None)
+
+
+def make_backbone(reward_config) -> rewards_lib.Backbone:
+  """The frozen reward backbone; never the evaluation network."""
+  if reward_config.backbone == 'fmnist':
+    return rewards_lib.fmnist_backbone()
+  if reward_config.backbone == 'dino_vits16':
+    model = dino_vit.DinoViT()
+    params = dino_vit.load_dino_vits16(reward_config.backbone_weights)
+    return rewards_lib.Backbone(
+        apply=lambda v, x: (model.apply(v, x), None),
+        variables={'params': params}, readout=True)
+  raise errors.UserError(
+      f'config.reward.backbone={reward_config.backbone!r}; use fmnist or '
+      'dino_vits16.')
+
+
+def concat_trajectories(trajs) -> rollout_lib.Trajectory:
+  """Joins rollout batches along the batch axis (1 for [T, B, ...] fields)."""
+  def cat(name):
+    parts = [getattr(t, name) for t in trajs]
+    if parts[0] is None:
+      return None
+    return jnp.concatenate(parts, axis=0 if name in ('images', 'labels')
+                           else 1)
+  return rollout_lib.Trajectory(**{f.name: cat(f.name) for f in
+                                   dataclasses.fields(rollout_lib.Trajectory)})
+
+
+def _plot_schedules(workdir, gen, actions, scores, title,
+                    name='schedules.png'):
+  plots.plot_schedules(os.path.join(workdir, name),
+                       np.asarray(jax.device_get(actions)),
+                       gen.action_spec.names,
+                       np.asarray(jax.device_get(scores)),
+                       gen.action_spec.heuristic(gen.num_steps), title=title)

@@ -1,0 +1,121 @@
+"""Rollout speed of a MaskGIT generator with the AdaGen policy (random weights).
+
+  python benchmarks/maskgit_rollout.py --size=maskgit_l --batches=64,256,1024 \
+      --steps=8 --dtype=bfloat16            # on a GPU (H100 figures)
+  python benchmarks/maskgit_rollout.py --size=tiny --batches=8,32   # CPU check
+
+Prints one row per batch size: images/s of the guided rollout with the
+policy, the same rollout with the hand-crafted schedule (the policy's share
+is the difference), model FLOPs utilisation against a measured dense matmul
+rate in the same dtype, and peak device memory where the backend reports it.
+Results go into docs/RESULTS.md by hand, with the command and machine.
+"""
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from adagen_jax.generators import maskgit
+from adagen_jax.rl import policy as policy_lib
+from adagen_jax.rl import rollout as rollout_lib
+
+SIZES = {
+    # AdaGen's MaskGIT-L (ImprovedNAT / AutoNAT-L): 25 blocks of width 768.
+    'maskgit_l': dict(width=768, depth=24, heads=8, tokens=16,
+                      codebook_size=1024, num_classes=1000, hidden=512),
+    'tiny': dict(width=64, depth=4, heads=4, tokens=7, codebook_size=128,
+                 num_classes=10, hidden=64),
+}
+
+
+def _time(fn, *args, repeats=3):
+  jax.block_until_ready(fn(*args))  # compile + warm up
+  best = float('inf')
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    best = min(best, time.perf_counter() - t0)
+  return best
+
+
+def matmul_tflops(dtype, n=8192 if jax.default_backend() != 'cpu' else 1024):
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda a: a @ a)
+  return 2 * n**3 / _time(f, a) / 1e12
+
+
+def forward_flops(size, tokens):
+  """Matmul FLOPs of one transformer forward per image (2 per MAC)."""
+  w, blocks = size['width'], size['depth'] + 1
+  n = tokens + 1  # + class token
+  per_block = 2 * n * (4 * w * w + 2 * 4 * w * w) + 2 * 2 * n * n * w
+  skips = size['depth'] // 2 * 2 * n * 2 * w * w
+  head = 2 * tokens * (w * w + w * (size['codebook_size'] + 1))
+  return blocks * per_block + skips + head
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--size', default='tiny', choices=sorted(SIZES))
+  p.add_argument('--batches', default='8,32')
+  p.add_argument('--steps', type=int, default=8)
+  p.add_argument('--dtype', default='float32')
+  args = p.parse_args()
+  size = SIZES[args.size]
+  dtype = jnp.dtype(args.dtype)
+  tokens = size['tokens'] ** 2
+  cfg = ml_collections.ConfigDict(dict(
+      image_size=size['tokens'] * 4, image_channels=3, tokens=size['tokens'],
+      codebook_size=size['codebook_size'], num_classes=size['num_classes'],
+      width=size['width'], depth=size['depth'], heads=size['heads'],
+      mlp_ratio=4.0, steps=args.steps, schedule='cosine', smoothing=0.0,
+      temp_init=1.0, samp_temp_init=1.0, cfg_init=1.0,
+      tokenizer=dict(filters=32, channel_mult=(1, 1, 2), num_res_blocks=1,
+                     embedding_dim=32, norm_groups=8)))
+  tokenizer, transformer = maskgit.make_nets(cfg)
+  side = size['tokens']
+  params = {
+      'tokenizer': tokenizer.init(jax.random.key(0), jnp.zeros(
+          (1, side * 4, side * 4, 3)))['params'],
+      'transformer': transformer.init(
+          jax.random.key(1), jnp.zeros((1, tokens), jnp.int32),
+          jnp.zeros((1,), jnp.int32))['params'],
+  }
+  params = jax.tree.map(lambda x: x.astype(dtype), params)
+  gen = maskgit.MaskGITGenerator(
+      tokenizer=tokenizer, transformer=transformer,
+      action_spec=maskgit.make_action_spec(cfg), num_steps=args.steps,
+      image_shape=(side * 4, side * 4, 3), weights='random',
+      schedule='cosine')
+  agent = policy_lib.make_agent(4, args.steps, hidden_size=size['hidden'])
+  agent_params = agent.init(jax.random.key(2), gen.obs_shape)
+
+  def run(agent_params, labels, rng, use_policy):
+    act = (agent.make_act_fn(agent_params, jnp.float32(0.0), False)
+           if use_policy else None)
+    return rollout_lib.rollout(gen, params, labels, rng, act,
+                               keep_obs=False).images
+
+  run = jax.jit(run, static_argnums=3)
+  peak = matmul_tflops(dtype)
+  flops_per_image = 2 * forward_flops(size, tokens) * (args.steps + 1)
+  print(f'backend {jax.default_backend()} ({jax.devices()[0].device_kind}), '
+        f'{args.size}, T={args.steps}, {args.dtype}, measured matmul '
+        f'{peak:.1f} TFLOP/s, {flops_per_image / 1e9:.1f} GFLOP/image')
+  print('batch  img/s(policy)  img/s(heuristic)  policy share  MFU   peak GiB')
+  for b in [int(x) for x in args.batches.split(',')]:
+    labels = jnp.arange(b, dtype=jnp.int32) % size['num_classes']
+    t_pol = _time(run, agent_params, labels, jax.random.key(3), True)
+    t_heu = _time(run, agent_params, labels, jax.random.key(3), False)
+    mfu = flops_per_image * b / t_pol / 1e12 / peak
+    stats = jax.devices()[0].memory_stats() or {}
+    mem = stats.get('peak_bytes_in_use', 0) / 2**30
+    print(f'{b:5d}  {b / t_pol:13.1f}  {b / t_heu:16.1f}  '
+          f'{max(0.0, 1 - t_heu / t_pol):11.1%}  {mfu:5.1%}  {mem:8.2f}')
+
+
+if __name__ == '__main__':
+  main()
