@@ -41,7 +41,7 @@ Images are float [B, H, W, C] in [0, 1] in and out (NHWC).
 """
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax

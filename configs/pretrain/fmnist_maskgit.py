@@ -4,11 +4,11 @@
       --workdir=/tmp/fmnist_maskgit
 
 Writes adagen_jax/assets/fmnist_maskgit.{msgpack,json} (the sizes below must
-match configs/fmnist_maskgit.py, which samples it). Sizes are chosen for 2 CPU
-cores, where 10k samples at T=8 take a few minutes. The shipped weights took
-14 minutes (tokenizer) + 32 minutes (transformer) on 2 cores shared with other
-jobs, then ~30 minutes for the final evaluation (3 seeds x T=4, 8, 16 x 5k
-samples; --config.eval.num=0 skips it). A rerun with the same --workdir
+match adagen_jax/default_config.py, which samples it). Sizes are chosen for
+2 CPU cores, where 10k samples at T=8 take a few minutes. The shipped weights
+took 7 minutes (tokenizer) + 17 minutes (transformer) on 2 cores shared with
+other jobs, then ~20 minutes for the final evaluation (3 seeds x T=4, 8, 16 x
+5k samples; --config.eval.num=0 skips it). A rerun with the same --workdir
 reuses every finished stage and the kept samples.
 """
 
