@@ -1,10 +1,12 @@
 """Shared command-line plumbing: user errors become one line and exit 2."""
 
+import logging as py_logging
 import os
 import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from adagen_jax import errors
@@ -36,8 +38,18 @@ def define_config(default: str | None, help_text: str):
     sys.exit(2)
 
 
+class _OwnInfoOnly(py_logging.Filter):
+  """Orbax logs each checkpoint save in ~40 INFO lines: keep INFO records
+  from adagen_jax only, and warnings and errors from everyone."""
+
+  def filter(self, record):
+    return (record.levelno >= py_logging.WARNING or
+            f'{os.sep}adagen_jax{os.sep}' in record.pathname)
+
+
 def run(main):
   """absl's app.run, with UserError and flag errors turned into exit 2."""
+  logging.get_absl_handler().addFilter(_OwnInfoOnly())
   try:
     app.run(main, flags_parser=_parse_flags)
   except errors.UserError as e:

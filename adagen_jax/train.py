@@ -16,6 +16,7 @@ replicated. Only logged scalars and evaluation images leave the devices.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -57,16 +58,32 @@ class TrainState:
 
 
 class _Preempted:
-  """SIGTERM sets a flag; the loop saves at the iteration's end and exits."""
+  """SIGTERM sets a flag; the loop saves at the iteration's end and exits.
+
+  The processes of a multi-host job get the signal at different moments, so
+  they stop after the first iteration at whose end any of them has it: all
+  must join the same last save.
+  """
 
   def __init__(self):
     self.requested = False
-    signal.signal(signal.SIGTERM, self._handle)
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del signum, frame
     logging.warning('SIGTERM: saving a checkpoint after this iteration.')
     self.requested = True
+
+  def agreed(self) -> bool:
+    """Whether to stop now; the same answer on every process."""
+    if jax.process_count() > 1:
+      return bool(np.any(multihost_utils.process_allgather(
+          np.int32(self.requested))))
+    return self.requested
+
+  def uninstall(self):
+    """Restores the previous SIGTERM handler (the default one kills)."""
+    signal.signal(signal.SIGTERM, self._previous)
 
 
 def _finite_or_raise(metrics: dict, iteration: int, last_ckpt):
@@ -115,12 +132,12 @@ class Trainer:
     cfg, gen = self.config, self.generator
     obs_dtype = jnp.dtype(cfg.ppo.obs_dtype)
 
-    def collect(agent_params, reward_state, rng, sigma):
+    def collect(gen_params, agent_params, reward_state, rng, sigma):
       """One exploring rollout batch and its terminal rewards."""
       k_lab, k_roll, k_rew = jax.random.split(rng, 3)
       labels = self._labels(k_lab, cfg.ppo.rollout_batch)
       act = self.agent.make_act_fn(agent_params, sigma, explore=True)
-      traj = rollout_lib.rollout(gen, self.gen_params, labels, k_roll, act,
+      traj = rollout_lib.rollout(gen, gen_params, labels, k_roll, act,
                                  obs_dtype=obs_dtype)
       reward = self.reward_model.reward(reward_state, traj.images, labels,
                                         k_rew)
@@ -133,7 +150,8 @@ class Trainer:
       return ppo_lib.ppo_update(ppo_state, self.agent, batch, sigma,
                                 self.ppo_config, rng)
 
-    def d_step(reward_state, agent_params, real, fakes, rng, sigma):
+    def d_step(gen_params, reward_state, agent_params, real, fakes, rng,
+               sigma):
       """One D step: real vs fakes, or vs fresh samples of the updated
       (exploring) policy when `fakes` is None (the reference)."""
       k_lab, k_roll, k_upd = jax.random.split(rng, 3)
@@ -141,26 +159,32 @@ class Trainer:
         labels = self._labels(k_lab, cfg.reward.d_batch)
         act = self.agent.make_act_fn(agent_params, sigma, explore=True,
                                      with_value=False)
-        traj = rollout_lib.rollout(gen, self.gen_params, labels, k_roll, act,
+        traj = rollout_lib.rollout(gen, gen_params, labels, k_roll, act,
                                    keep_obs=False)
         fakes = (traj.images, labels)
       return self.reward_model.update(reward_state, real[0], real[1],
                                       fakes[0], fakes[1], k_upd)
 
-    def sample(agent_params, labels, rng):
+    def sample(gen_params, agent_params, labels, rng):
       """Deterministic policy (its mean); None params = hand-crafted."""
       act = (None if agent_params is None else
              self.agent.make_act_fn(agent_params, jnp.float32(0.0),
                                     explore=False, with_value=False))
-      traj = rollout_lib.rollout(gen, self.gen_params, labels, rng, act,
+      traj = rollout_lib.rollout(gen, gen_params, labels, rng, act,
                                  keep_obs=False)
       return traj.images, traj.actions
 
-    self.collect = jax.jit(collect)
+    # The generator's parameters are bound as arguments: closed over, they
+    # would be baked into every executable as constants (slow to compile,
+    # and a second copy of MaskGIT-L's 194M parameters per step).
+    def bind(f, **jit_kwargs):
+      return functools.partial(jax.jit(f, **jit_kwargs), self.gen_params)
+
+    self.collect = bind(collect)
     self.reward = jax.jit(self.reward_model.reward)
     self.update = jax.jit(update, donate_argnums=0)
-    self.d_step = jax.jit(d_step, donate_argnums=0)
-    self.sample = jax.jit(sample)
+    self.d_step = bind(d_step, donate_argnums=1)
+    self.sample = bind(sample)
 
   # ----------------------------------------------------------------- state --
   def init_state(self, real) -> TrainState:
@@ -274,7 +298,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                               manager.fingerprint(config, gen),
                               keep=cfg.keep_checkpoints)
   state = trainer.init_state(next(trainer.real_batches(0)))
-  restored = ckpt.restore_latest(jax.eval_shape(lambda: state))
+  restored = ckpt.restore_latest(state)
   if restored is not None:
     state = mesh_lib.replicate(restored[1], trainer.mesh)
   start = int(state.iteration)
@@ -309,15 +333,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
     last = it + 1 == cfg.num_iterations
     if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and not last:
       evaluate_policy(state.ppo.params, cfg.eval_num, 'adagen', it + 1)
-    if cfg.plots_every and (it + 1) % cfg.plots_every == 0 and is_chief:
-      _plot_schedules(workdir, gen, *plot_data,
-                      f'iteration {it + 1}, exploring policy')
-    if (it + 1) % cfg.checkpoint_every == 0 or last or preempt.requested:
+    if cfg.plots_every and (it + 1) % cfg.plots_every == 0:
+      # Every process joins the gather of the batch-sharded arrays.
+      plot_data = multihost_utils.process_allgather(plot_data, tiled=True)
+      if is_chief:
+        _plot_schedules(workdir, gen, *plot_data,
+                        f'iteration {it + 1}, exploring policy')
+    stop = preempt.agreed()
+    if (it + 1) % cfg.checkpoint_every == 0 or last or stop:
       ckpt.save(it + 1, state, config.to_json())
-    if preempt.requested:
+    if stop:
       logging.warning('Preempted after iteration %d; checkpoint saved.', it + 1)
+      preempt.uninstall()
       writer.close()
+      ckpt.close()
       return {'preempted_at': it + 1}
+  preempt.uninstall()
 
   export.export_policy(os.path.join(workdir, 'policy'), state.ppo.params,
                        config, gen, reward_state=state.reward,

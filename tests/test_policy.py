@@ -111,6 +111,21 @@ def test_explore_logp_matches_numpy_gaussian(gen):
   assert abs(z.mean()) < 0.05 and abs(z.std() - 1.0) < 0.05
 
 
+@pytest.mark.parametrize('side', [7, 8, 16])
+def test_depthwise_conv_equals_grouped_conv(side):
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(0), (3, side, side, 12))
+  mine = policy.DepthwiseConv3x3S2()
+  variables = mine.init(jax.random.key(1), x)
+  variables = jax.tree.map(
+      lambda v: jax.random.normal(jax.random.key(2), v.shape), variables)
+  ref = nn.Conv(12, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                feature_group_count=12)
+  with jax.default_matmul_precision('highest'):
+    np.testing.assert_allclose(mine.apply(variables, x),
+                               ref.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+
 def test_action_std_schedule():
   vals = [float(policy.action_std(i)) for i in (0, 499, 500, 501, 10_000)]
   np.testing.assert_allclose(vals, [0.6, 0.6, 0.3, 0.3, 0.3], rtol=1e-6)

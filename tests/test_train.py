@@ -129,3 +129,21 @@ def test_other_config_checkpoint_is_refused(weights, tmp_path):
     train.train_and_evaluate(other, workdir)
   meta = json.load(open(os.path.join(workdir, 'policy', 'policy.json')))
   assert meta['policy']['kind'] == 'adaptive'
+
+
+def test_fidelity_policy_trains_against_the_frozen_main_policy(weights,
+                                                               tmp_path):
+  from adagen_jax import train_fidelity  # pylint: disable=g-import-not-at-top
+  main_dir, fid_dir = str(tmp_path / 'main'), str(tmp_path / 'fid')
+  config = tiny_config(weights, num_iterations=1)
+  train.train_and_evaluate(config, main_dir)
+  metrics = train_fidelity.train_fidelity(
+      config, os.path.join(main_dir, 'policy'), fid_dir, iterations=2)
+  assert 0.0 <= metrics['lam'] <= 1.0
+  assert 0.0 <= metrics['reward_fid'] <= 1.0
+  gen, _ = train.generators.build(config.generator)
+  _, params, card = export.load(os.path.join(fid_dir, 'policy'), gen)
+  assert card['notes']['iterations'] == 2
+  # Two PPO iterations moved the zero-initialised fidelity actor.
+  assert any(np.any(np.asarray(p) != 0)
+             for p in jax.tree.leaves(params['actor']['params']['linear3']))

@@ -83,6 +83,32 @@ class AdaLN(nn.Module):
     return x * (1.0 + scale) + shift
 
 
+class DepthwiseConv3x3S2(nn.Module):
+  """Depthwise 3x3 conv, stride 2, padding 1, as nine strided slices.
+
+  Same parameters as nn.Conv(C, (3, 3), feature_group_count=C) (kernel
+  [3, 3, 1, C], bias [C]) and the same output. Written out because XLA:CPU
+  runs the gradient of a grouped convolution inside a `while` loop (PPO's
+  scan over epochs) ~30x slower than this form; elsewhere the two are equal.
+  """
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: float32 [B, H, W, C] -> [B, ceil(H/2), ceil(W/2), C]."""
+    c = x.shape[-1]
+    kernel = self.param('kernel', nn.initializers.xavier_uniform(),
+                        (3, 3, 1, c), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
+    h_out, w_out = -(-x.shape[1] // 2), -(-x.shape[2] // 2)
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out = bias
+    for i in range(3):
+      for j in range(3):
+        out = out + xp[:, i:i + 2 * h_out - 1:2,
+                       j:j + 2 * w_out - 1:2] * kernel[i, j, 0]
+    return out
+
+
 class PolicyNet(nn.Module):
   """The AdaGen actor / critic over per-token generator features.
 
@@ -111,8 +137,7 @@ class PolicyNet(nn.Module):
     conv_init = dict(kernel_init=nn.initializers.xavier_uniform(),
                      bias_init=nn.initializers.zeros)
     # Explicit (1, 1) padding: 'SAME' with stride 2 pads (0, 1) in XLA.
-    x = _gelu(nn.Conv(hid, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                      feature_group_count=hid, name='dw_conv', **conv_init)(x))
+    x = _gelu(DepthwiseConv3x3S2(name='dw_conv')(x))
     x = _gelu(nn.Conv(hid // 4, (1, 1), name='pw_conv', **conv_init)(x))
     # Channel-major flatten keeps linear1 interchangeable with PyTorch's.
     x = x.transpose(0, 3, 1, 2).reshape(b, -1)

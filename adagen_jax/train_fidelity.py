@@ -1,0 +1,112 @@
+r"""Trains the fidelity policy of the lambda-blend (paper Sec. III-F).
+
+  python -m adagen_jax.train_fidelity --config=CONFIG \
+      --policy=WORKDIR/policy --workdir=WORKDIR/fidelity \
+      [--iterations=N] [--config.key=value ...]
+
+Then sample a blend with
+  python -m adagen_jax.sample --config=CONFIG --policy=WORKDIR/policy \
+      --fidelity_policy=WORKDIR/fidelity/policy --lam=0.5 ...
+
+The main policy (an export of `python -m adagen_jax.main`) and its
+discriminator are frozen. Each iteration draws lam ~ U[0, 1], rolls out
+(1 - lam) a_main + lam a_fid and updates the fidelity policy by PPO on
+(1 - lam) r_adversarial + lam r_fidelity, where r_fidelity is the reward
+backbone's classifier confidence in the target class (`StaticReward`; never
+the evaluation network). The discriminator stays the one the main policy was
+trained against, so r_adversarial means the same for both policies. Uses
+CONFIG's policy size, PPO settings (ppo.rollout_batch trajectories per
+iteration) and exploration schedule; exports to WORKDIR/policy.
+"""
+
+import math
+import os
+
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from adagen_jax import cli
+from adagen_jax import errors
+from adagen_jax import generators
+from adagen_jax import progress
+from adagen_jax.checkpoint import export
+from adagen_jax.rl import policy as policy_lib
+from adagen_jax.rl import ppo as ppo_lib
+from adagen_jax.rl import refine
+from adagen_jax.rl import rewards as rewards_lib
+
+_CONFIG = cli.define_config(None, 'The main policy\'s experiment config.')
+_POLICY = flags.DEFINE_string('policy', None, 'Main policy export folder.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder.')
+_ITERATIONS = flags.DEFINE_integer('iterations', 50, 'PPO iterations.')
+
+
+def train_fidelity(config, policy: str, workdir: str, iterations: int):
+  """Trains and exports the fidelity policy; returns the last metrics."""
+  # Imported here: train pulls in the data and evaluation stack.
+  from adagen_jax import train  # pylint: disable=g-import-not-at-top
+  gen, gen_params = generators.build(config.generator)
+  main_agent, main_params, card = export.load(policy, gen)
+  reward_config = ml_collections.ConfigDict(card['reward'])
+  if reward_config.name != 'adversarial':
+    raise errors.UserError(
+        f'{policy} was trained with the {reward_config.name!r} reward; the '
+        'blend needs a main policy trained with the adversarial one.')
+  backbone = train.make_backbone(reward_config)
+  adv = rewards_lib.make_reward(reward_config, backbone, gen.num_classes)
+  adv_state = export.load_reward_state(policy, gen, adv)
+  fid = rewards_lib.StaticReward(backbone)
+  fid_state = fid.init(None, None, None)
+  fid_agent = export.build_agent(config.policy, gen)
+  trainer = refine.FidelityTraining(
+      generator=gen, main_agent=main_agent, fid_agent=fid_agent,
+      adv_reward=adv, fid_reward=fid,
+      ppo_config=ppo_lib.PPOConfig(epochs=config.ppo.epochs,
+                                   num_minibatches=config.ppo.num_minibatches,
+                                   clip_eps=config.ppo.clip_eps,
+                                   vf_coef=config.ppo.vf_coef))
+  rng = jax.random.key(config.seed)
+  k_init, rng = jax.random.split(rng)
+  state = ppo_lib.create_train_state(
+      fid_agent.init(k_init, gen.obs_shape), config.ppo.learning_rate)
+  step = jax.jit(trainer.iteration, donate_argnums=0)
+  bar = progress.Progress(iterations, 'fidelity iterations')
+  metrics = {}
+  for it in range(iterations):
+    k_lab, k_it = jax.random.split(jax.random.fold_in(rng, it))
+    labels = jax.random.randint(k_lab, (config.ppo.rollout_batch,), 0,
+                                gen.num_classes, jnp.int32)
+    sigma = policy_lib.action_std(
+        it, config.policy.std_init, config.policy.std_decay_rate,
+        tuple(config.policy.std_decay_steps), config.policy.std_min)
+    state, metrics, _ = step(state, gen_params, main_params, adv_state,
+                             fid_state, labels, k_it, sigma)
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    if not all(map(math.isfinite, metrics.values())):
+      raise errors.UserError(f'non-finite fidelity metrics at iteration '
+                             f'{it + 1}: {metrics}; lower the learning rate.')
+    bar.update(1, lam=metrics['lam'], r_fid=metrics['reward_fid'])
+  export.export_policy(os.path.join(workdir, 'policy'), state.params, config,
+                       gen, notes={'fidelity_of': os.path.abspath(policy),
+                                   'iterations': iterations,
+                                   'last_metrics': metrics})
+  logging.info('Fidelity policy exported to %s/policy.', workdir)
+  return metrics
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise errors.UserError(f'unexpected arguments {argv[1:]}; flags only.')
+  if _CONFIG.value is None or not _POLICY.value or not _WORKDIR.value:
+    raise errors.UserError('pass --config=CONFIG --policy=WORKDIR/policy '
+                           '--workdir=DIR (see --help).')
+  os.makedirs(_WORKDIR.value, exist_ok=True)
+  train_fidelity(_CONFIG.value, _POLICY.value, _WORKDIR.value,
+                 _ITERATIONS.value)
+
+
+if __name__ == '__main__':
+  cli.run(main)

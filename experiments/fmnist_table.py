@@ -1,0 +1,138 @@
+r"""The Fashion-MNIST results tables: evaluates schedules and trained policies.
+
+Two stages, both on the evaluation network (FeatureNet), never on a reward:
+
+  # 1. Tune the hand-crafted schedule: a small grid over its constants on a
+  #    separate sampling seed (100), so the table's seeds never pick it.
+  python experiments/fmnist_table.py --stage=tune --steps=8 \
+      --out=results/tuned_T8.json
+
+  # 2. One table row: `num` class-balanced samples per seed, mean +- std.
+  python experiments/fmnist_table.py --stage=eval --steps=8 \
+      --method=heuristic --seeds=0,1,2 --out=results/rows.jsonl
+  python experiments/fmnist_table.py --stage=eval --steps=8 \
+      --method=tuned:results/tuned_T8.json --seeds=0,1,2 --out=...
+  python experiments/fmnist_table.py --stage=eval --steps=8 \
+      --method=policy:runs/adv_T8_s{seed}/policy --seeds=0,1,2 --out=...
+
+`policy:DIR` may contain `{seed}`: seed s then evaluates the policy trained
+with seed s, sampled with seed s (one number per independently trained
+policy). Rows are appended to --out as JSON lines; --stage=table prints the
+markdown table of a rows file.
+"""
+
+import itertools
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from adagen_jax import default_config
+from adagen_jax import evaluate
+from adagen_jax import generators
+from adagen_jax import sample
+
+_STAGE = flags.DEFINE_enum('stage', 'eval', ['tune', 'eval', 'table'],
+                           'What to run.')
+_STEPS = flags.DEFINE_integer('steps', 8, 'Generation steps T.')
+_METHOD = flags.DEFINE_string(
+    'method', 'heuristic', "'heuristic', 'tuned:FILE.json' or 'policy:DIR'.")
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Sampling seeds.')
+_NUM = flags.DEFINE_integer('num', 10000, 'Samples per seed.')
+_NAME = flags.DEFINE_string('name', '', 'Row name (default: --method).')
+_OUT = flags.DEFINE_string('out', None, 'Output JSON / JSONL file.',
+                           required=True)
+
+# The tuning grid: guidance at the end of the ramp, token sampling
+# temperature, re-mask (Gumbel) temperature scale.
+GRID = dict(cfg_init=(1.0, 2.0, 3.0, 4.0), samp_temp_init=(1.0, 1.2),
+            temp_init=(0.5, 1.0, 2.0))
+TUNE_SEED, TUNE_NUM = 100, 2000
+METRICS = ('fd', 'precision', 'recall', 'label_acc')
+
+
+def _generator(steps: int, overrides: dict | None = None):
+  cfg = default_config.fmnist_maskgit_generator(steps)
+  cfg.update(overrides or {})
+  return generators.build(cfg)
+
+
+def tune(steps: int) -> dict:
+  """FD-FMNIST of every grid point on seed 100; returns the best point."""
+  evaluator = evaluate.Evaluator.create('fmnist-test')
+  trials = []
+  for values in itertools.product(*GRID.values()):
+    point = dict(zip(GRID, values))
+    gen, params = _generator(steps, point)
+    images, labels = sample.generate_with(gen, params, TUNE_NUM, TUNE_SEED)
+    fd = evaluator(images, labels)['fd']
+    trials.append(dict(point, fd=fd))
+    print(f'T={steps} {point} FD {fd:.3f}', flush=True)
+  best = min(trials, key=lambda r: r['fd'])
+  return dict(steps=steps, seed=TUNE_SEED, num=TUNE_NUM, trials=trials,
+              best={k: best[k] for k in GRID}, best_fd=best['fd'])
+
+
+def evaluate_method(method: str, steps: int, seeds: list[int], num: int
+                    ) -> dict:
+  """Metrics of one method per seed, and their mean and std."""
+  evaluator = evaluate.Evaluator.create('fmnist-test')
+  kind, _, arg = method.partition(':')
+  overrides = {}
+  if kind == 'tuned':
+    with open(arg) as f:
+      overrides = json.load(f)['best']
+  elif kind not in ('heuristic', 'policy'):
+    raise app.UsageError(f'unknown --method={method}')
+  gen, params = _generator(steps, overrides)
+  per_seed = []
+  for seed in seeds:
+    act_fn = (sample.make_act_fn(arg.format(seed=seed), gen)
+              if kind == 'policy' else None)
+    images, labels = sample.generate_with(gen, params, num, seed, act_fn)
+    per_seed.append(evaluator(images, labels))
+    print(f'{method} T={steps} seed {seed}: {per_seed[-1]}', flush=True)
+  row = dict(method=method, steps=steps, seeds=seeds, num=num,
+             overrides=overrides)
+  for m in METRICS:
+    values = [r[m] for r in per_seed]
+    row[m] = dict(mean=float(np.mean(values)), std=float(np.std(values)),
+                  values=values)
+  return row
+
+
+def table(rows_file: str) -> str:
+  lines = ['| T | method | FD-FMNIST | precision | recall | label accuracy |',
+           '|---|---|---|---|---|---|']
+  with open(rows_file) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  for r in sorted(rows, key=lambda r: r['steps']):
+    cells = ' | '.join(f'{r[m]["mean"]:.{2 if m == "fd" else 3}f} +- '
+                       f'{r[m]["std"]:.{2 if m == "fd" else 3}f}'
+                       for m in METRICS)
+    lines.append(f'| {r["steps"]} | {r.get("name") or r["method"]} | '
+                 f'{cells} |')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+  if _STAGE.value == 'tune':
+    with open(_OUT.value, 'w') as f:
+      json.dump(tune(_STEPS.value), f, indent=1)
+  elif _STAGE.value == 'eval':
+    row = evaluate_method(_METHOD.value, _STEPS.value,
+                          [int(s) for s in _SEEDS.value], _NUM.value)
+    row['name'] = _NAME.value or _METHOD.value
+    with open(_OUT.value, 'a') as f:
+      f.write(json.dumps(row) + '\n')
+  else:
+    print(table(_OUT.value))
+
+
+if __name__ == '__main__':
+  sys.exit(app.run(main))
