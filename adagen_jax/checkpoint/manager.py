@@ -7,14 +7,17 @@ A checkpoint is a Composite of
          policy kind and sizes, reward kind) and the config.
 Orbax writes each step into a temporary folder and renames it when complete,
 so a process killed at any moment leaves the previous step intact, and only
-completed steps are ever listed or restored. Every process calls `save` and
-`restore`; Orbax coordinates them.
+completed steps are ever listed or restored; the unfinished folders such a
+kill leaves are deleted when the next run opens the directory. Every process
+calls `save` and `restore` (Orbax coordinates them), with global arrays: each
+restored leaf gets the sharding of the corresponding leaf of the target.
 """
 
 import json
 from typing import Any
 
 from absl import logging
+import jax
 import orbax.checkpoint as ocp
 
 from adagen_jax import errors
@@ -27,7 +30,7 @@ class Checkpointer:
     self._fingerprint = json.loads(json.dumps(fingerprint))
     self._mngr = ocp.CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True,
+            max_to_keep=keep, create=True, cleanup_tmp_directories=True,
             # Synchronous: a SIGTERM handler saves and exits right after.
             enable_async_checkpointing=False))
 
@@ -44,8 +47,16 @@ class Checkpointer:
     self._mngr.wait_until_finished()
     logging.info('Saved checkpoint %d to %s.', step, self._mngr.directory)
 
-  def restore_latest(self, abstract_state: Any) -> tuple[int, Any] | None:
-    """(step, state) of the newest complete checkpoint, or None."""
+  def restore_latest(self, target: Any) -> tuple[int, Any] | None:
+    """(step, state) of the newest complete checkpoint, or None.
+
+    Args:
+      target: the state's structure: a pytree of jax.Arrays (e.g. a freshly
+        initialised state) or of jax.ShapeDtypeStructs. Restored leaves get
+        the target leaf's sharding. A leaf without one (`jax.eval_shape`
+        drops them) gets the saved sharding, which names the saving run's
+        devices: pass arrays when the process or device layout may differ.
+    """
     step = self.latest_step
     if step is None:
       return None
@@ -66,7 +77,8 @@ class Checkpointer:
           'use a new --workdir or the config that wrote it.')
     try:
       state = self._mngr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state)))['state']
+          state=ocp.args.StandardRestore(jax.tree.map(_abstract, target))
+      ))['state']
     except Exception as e:  # pylint: disable=broad-except
       raise errors.UserError(
           f'checkpoint {where} is corrupted or incompatible '
@@ -77,6 +89,13 @@ class Checkpointer:
 
   def close(self):
     self._mngr.close()
+
+
+def _abstract(x):
+  """A restore target leaf: shape, dtype and the sharding to restore to."""
+  if isinstance(x, jax.Array):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+  return x
 
 
 def fingerprint(config, generator) -> dict:

@@ -45,8 +45,41 @@ def check_batch(global_batch: int, what: str, multiple: int = 1):
 
 
 def replicate(tree, mesh: Mesh):
-  """Host or device pytree -> global arrays replicated on every device."""
-  return jax.device_put(tree, replicated(mesh))
+  """Host or device pytree -> global arrays replicated on every mesh device.
+
+  Leaves already replicated on `mesh` pass through. In a multi-process run a
+  host value or a process-local array (NumPy, Python scalar, an array on this
+  process's devices) must be the same on every process (e.g. a deterministic
+  init), since each process only fills its own devices; a global array with
+  another sharding is resharded by one jitted copy. Typed PRNG keys travel as
+  their key data.
+  """
+  target = replicated(mesh)
+  leaves, treedef = jax.tree.flatten(tree)
+  out = list(leaves)
+  global_idx = []  # global arrays with another sharding: resharded together
+  for i, x in enumerate(leaves):
+    if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(target,
+                                                                x.ndim):
+      continue
+    if (isinstance(x, jax.Array) and
+        jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)):
+      out[i] = jax.random.wrap_key_data(
+          replicate(jax.random.key_data(x), mesh), impl=jax.random.key_impl(x))
+    elif jax.process_count() == 1:
+      out[i] = jax.device_put(x, target)
+    elif isinstance(x, jax.Array) and not x.is_fully_addressable:
+      global_idx.append(i)
+    else:
+      host = np.asarray(x)
+      out[i] = jax.make_array_from_callback(host.shape, target,
+                                            lambda index, h=host: h[index])
+  if global_idx:
+    moved = jax.jit(lambda *xs: xs, out_shardings=target)(
+        *[leaves[i] for i in global_idx])
+    for i, y in zip(global_idx, moved):
+      out[i] = y
+  return jax.tree.unflatten(treedef, out)
 
 
 def shard_host_batch(tree, mesh: Mesh):
