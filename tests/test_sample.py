@@ -91,3 +91,20 @@ def test_cli_missing_weights_is_one_line_exit_2(tmp_path):
   last = res.stderr.strip().splitlines()[-1]
   assert last.startswith('error: ') and 'convert.maskgit' in last
   assert 'Traceback' not in res.stderr
+
+
+def test_shipped_policy_loads_for_its_step_count_only():
+  from adagen_jax import default_config  # pylint: disable=g-import-not-at-top
+  from adagen_jax import errors  # pylint: disable=g-import-not-at-top
+  from adagen_jax import generators  # pylint: disable=g-import-not-at-top
+  from adagen_jax.checkpoint import export  # pylint: disable=g-import-not-at-top
+  gen, _ = generators.build(default_config.fmnist_maskgit_generator(8))
+  agent, params, card = export.load('adagen', gen)
+  assert card['num_steps'] == 8 and card['policy']['kind'] == 'adaptive'
+  obs = jnp.zeros((2,) + tuple(gen.obs_shape))
+  assert agent.mean(params, obs, jnp.int32(0)).shape == (2, 4)
+  with pytest.raises(errors.UserError, match='no shipped'):
+    export.load('nonadaptive', gen)
+  gen4, _ = generators.build(default_config.fmnist_maskgit_generator(4))
+  with pytest.raises(errors.UserError, match='no shipped'):
+    export.load('adagen', gen4)
