@@ -32,7 +32,7 @@ setuptools.setup(
         'tensorboardX',
     ],
     extras_require={
-        'test': ['pytest>=8', 'pytest-xdist'],
+        'test': ['pytest>=8', 'pytest-xdist', 'portpicker'],
         # Only for reading published PyTorch checkpoints (weights_only=True).
         'torch': ['torch>=2.4,<=2.14.1'],
         # Dataset preparation and clu's TensorBoard writers.
