@@ -2,7 +2,7 @@
 
   python -m adagen_jax.main          # this config, workdir workdir/default
 
-Sized for a 2-core CPU (about 15 minutes, docs/RESULTS.md has the measured
+Sized for a 2-core CPU (about 10 minutes, docs/RESULTS.md has the measured
 time): one 256-trajectory rollout per PPO iteration, the discriminator
 trained on that iteration's samples rather than fresh ones, and a larger
 learning rate than the reference's 1e-5 (which assumes ~1000 iterations of
