@@ -95,6 +95,20 @@ def _finite_or_raise(metrics: dict, iteration: int, last_ckpt):
         'learning rates or check the reward).')
 
 
+def ppo_settings(ppo_config) -> ppo_lib.PPOConfig:
+  """The static PPOConfig of a config's `ppo` section."""
+  return ppo_lib.PPOConfig(
+      epochs=ppo_config.epochs, num_minibatches=ppo_config.num_minibatches,
+      clip_eps=ppo_config.clip_eps, vf_coef=ppo_config.vf_coef)
+
+
+def exploration_std(policy_config, iteration: int) -> jax.Array:
+  """float32 []: the `policy` section's exploration std at `iteration`."""
+  return policy_lib.action_std(
+      iteration, policy_config.std_init, policy_config.std_decay_rate,
+      tuple(policy_config.std_decay_steps), policy_config.std_min)
+
+
 class Trainer:
   """Holds the static pieces (modules, mesh, jitted steps) of one run."""
 
@@ -112,9 +126,7 @@ class Trainer:
     self.generator, gen_params = generators.build(config.generator)
     self.gen_params = mesh_lib.replicate(gen_params, self.mesh)
     self.agent = export.build_agent(config.policy, self.generator)
-    self.ppo_config = ppo_lib.PPOConfig(
-        epochs=config.ppo.epochs, num_minibatches=config.ppo.num_minibatches,
-        clip_eps=config.ppo.clip_eps, vf_coef=config.ppo.vf_coef)
+    self.ppo_config = ppo_settings(config.ppo)
     self.reward_model = rewards_lib.make_reward(
         config.reward, make_backbone(config.reward),
         self.generator.num_classes)
@@ -243,9 +255,7 @@ class Trainer:
   def iteration(self, state: TrainState, it: int, real_iter):
     """One AdaGen iteration -> (state, host metrics, (actions, rewards))."""
     cfg = self.config
-    sigma = policy_lib.action_std(
-        it, cfg.policy.std_init, cfg.policy.std_decay_rate,
-        tuple(cfg.policy.std_decay_steps), cfg.policy.std_min)
+    sigma = exploration_std(cfg.policy, it)
     k_col, k_ppo, k_d = jax.random.split(jax.random.fold_in(state.rng, it), 3)
     trajs, rewards = zip(*[
         self.collect(state.ppo.params, state.reward,
@@ -322,33 +332,37 @@ def train_and_evaluate(config, workdir: str) -> dict:
     logging.info('iteration %d, %s: %s', iteration, tag, metrics)
     return metrics
 
-  for it in range(start, cfg.num_iterations):
-    t0 = time.time()
-    state, metrics, plot_data = trainer.iteration(state, it, real_iter)
-    _finite_or_raise(metrics, it + 1, ckpt.latest_step)
-    metrics['iter_seconds'] = time.time() - t0
-    if (it + 1) % cfg.log_every == 0:
-      writer.write_scalars(it + 1, metrics)
-    prog.update(1, reward=metrics['reward_mean'])
-    last = it + 1 == cfg.num_iterations
-    if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and not last:
-      evaluate_policy(state.ppo.params, cfg.eval_num, 'adagen', it + 1)
-    if cfg.plots_every and (it + 1) % cfg.plots_every == 0:
-      # Every process joins the gather of the batch-sharded arrays.
-      plot_data = multihost_utils.process_allgather(plot_data, tiled=True)
-      if is_chief:
-        _plot_schedules(workdir, gen, *plot_data,
-                        f'iteration {it + 1}, exploring policy')
-    stop = preempt.agreed()
-    if (it + 1) % cfg.checkpoint_every == 0 or last or stop:
-      ckpt.save(it + 1, state, config.to_json())
-    if stop:
-      logging.warning('Preempted after iteration %d; checkpoint saved.', it + 1)
-      preempt.uninstall()
-      writer.close()
-      ckpt.close()
-      return {'preempted_at': it + 1}
-  preempt.uninstall()
+  # The handler goes however the loop ends (done, preempted, or an error
+  # such as non-finite values): afterwards SIGTERM kills as usual.
+  try:
+    for it in range(start, cfg.num_iterations):
+      t0 = time.time()
+      state, metrics, plot_data = trainer.iteration(state, it, real_iter)
+      _finite_or_raise(metrics, it + 1, ckpt.latest_step)
+      metrics['iter_seconds'] = time.time() - t0
+      if (it + 1) % cfg.log_every == 0:
+        writer.write_scalars(it + 1, metrics)
+      prog.update(1, reward=metrics['reward_mean'])
+      last = it + 1 == cfg.num_iterations
+      if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and not last:
+        evaluate_policy(state.ppo.params, cfg.eval_num, 'adagen', it + 1)
+      if cfg.plots_every and (it + 1) % cfg.plots_every == 0:
+        # Every process joins the gather of the batch-sharded arrays.
+        plot_data = multihost_utils.process_allgather(plot_data, tiled=True)
+        if is_chief:
+          _plot_schedules(workdir, gen, *plot_data,
+                          f'iteration {it + 1}, exploring policy')
+      stop = preempt.agreed()
+      if (it + 1) % cfg.checkpoint_every == 0 or last or stop:
+        ckpt.save(it + 1, state, config.to_json())
+      if stop:
+        logging.warning('Preempted after iteration %d; checkpoint saved.',
+                        it + 1)
+        writer.close()
+        ckpt.close()
+        return {'preempted_at': it + 1}
+  finally:
+    preempt.uninstall()
 
   export.export_policy(os.path.join(workdir, 'policy'), state.ppo.params,
                        config, gen, reward_state=state.reward,

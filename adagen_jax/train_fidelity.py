@@ -33,7 +33,6 @@ from adagen_jax import errors
 from adagen_jax import generators
 from adagen_jax import progress
 from adagen_jax.checkpoint import export
-from adagen_jax.rl import policy as policy_lib
 from adagen_jax.rl import ppo as ppo_lib
 from adagen_jax.rl import refine
 from adagen_jax.rl import rewards as rewards_lib
@@ -64,10 +63,7 @@ def train_fidelity(config, policy: str, workdir: str, iterations: int):
   trainer = refine.FidelityTraining(
       generator=gen, main_agent=main_agent, fid_agent=fid_agent,
       adv_reward=adv, fid_reward=fid,
-      ppo_config=ppo_lib.PPOConfig(epochs=config.ppo.epochs,
-                                   num_minibatches=config.ppo.num_minibatches,
-                                   clip_eps=config.ppo.clip_eps,
-                                   vf_coef=config.ppo.vf_coef))
+      ppo_config=train.ppo_settings(config.ppo))
   rng = jax.random.key(config.seed)
   k_init, rng = jax.random.split(rng)
   state = ppo_lib.create_train_state(
@@ -79,9 +75,7 @@ def train_fidelity(config, policy: str, workdir: str, iterations: int):
     k_lab, k_it = jax.random.split(jax.random.fold_in(rng, it))
     labels = jax.random.randint(k_lab, (config.ppo.rollout_batch,), 0,
                                 gen.num_classes, jnp.int32)
-    sigma = policy_lib.action_std(
-        it, config.policy.std_init, config.policy.std_decay_rate,
-        tuple(config.policy.std_decay_steps), config.policy.std_min)
+    sigma = train.exploration_std(config.policy, it)
     state, metrics, _ = step(state, gen_params, main_params, adv_state,
                              fid_state, labels, k_it, sigma)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
