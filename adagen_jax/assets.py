@@ -22,6 +22,18 @@ def asset_path(name: str) -> str:
   return os.path.join(ASSET_DIR, name)
 
 
+def is_shipped_name(weights: str) -> bool:
+  """A bare name like 'fmnist_sit' (no folder, no .msgpack) names an asset."""
+  return not weights.endswith('.msgpack') and os.sep not in weights
+
+
+def weights_path(weights: str) -> str:
+  """config.generator.weights -> file: a shipped asset or a user's path."""
+  if is_shipped_name(weights):
+    return asset_path(weights + '.msgpack')
+  return os.path.expanduser(weights)
+
+
 def save_variables(path: str, variables: Any, meta: dict | None = None):
   """Writes `variables` as msgpack (atomically) and `meta` as JSON beside it."""
   variables = jax.tree.map(np.asarray, jax.device_get(variables))

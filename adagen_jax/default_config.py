@@ -38,13 +38,44 @@ def fmnist_maskgit_generator(steps: int = 8) -> ml_collections.ConfigDict:
   ))
 
 
+def fmnist_flow_generator(paradigm: str, steps: int = 4
+                          ) -> ml_collections.ConfigDict:
+  """The `config.generator` section of the shipped Fashion-MNIST SiT / DiT.
+
+  paradigm: 'sit' or 'dit'; steps: NFE. The sizes and sampling defaults are
+  those configs/pretrain/fmnist_flow.py trains and records in
+  adagen_jax/assets/fmnist_{paradigm}.json.
+  """
+  dit = paradigm == 'dit'
+  return ml_collections.ConfigDict(dict(
+      name=paradigm,
+      weights=f'fmnist_{paradigm}',  # shipped asset (or a .msgpack path)
+      decoder='pixels',              # pixel space: no VAE
+      steps=steps,
+      smoothing=0.4 if dit else 0.8,
+      cfg_init=1.0 if dit else 1.5,
+      solver='dpm2s',
+      schedule='reference',
+      t_start=0.9 if dit else 0.01,
+      cfg_channels=1,
+      model=dict(input_size=28, in_channels=1, patch_size=4, hidden_size=128,
+                 depth=6, num_heads=4, mlp_ratio=4.0, num_classes=10,
+                 learn_sigma=False),
+      dtype='float32',
+  ))
+
+
+# The RL settings of a 2-core CPU run (see the module docstring); shared by
+# the Fashion-MNIST SiT / DiT configs.
+CPU_RL = dict(
+    policy=dict(hidden=64, std_decay_steps=(40,)),
+    ppo=dict(trajectories=256, rollout_batch=256, learning_rate=3e-4,
+             obs_dtype='float32'),
+    reward=dict(d_steps=1, d_batch=256, fresh_fakes=False, mapping_layers=2),
+    num_iterations=60, eval_every=0, final_eval_num=5000,
+    checkpoint_every=10, plots_every=20)
+
+
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  return config_defaults.adagen_config(
-      fmnist_maskgit_generator(), arg, overrides=dict(
-          policy=dict(hidden=64, std_decay_steps=(40,)),
-          ppo=dict(trajectories=256, rollout_batch=256, learning_rate=3e-4,
-                   obs_dtype='float32'),
-          reward=dict(d_steps=1, d_batch=256, fresh_fakes=False,
-                      mapping_layers=2),
-          num_iterations=60, eval_every=0, final_eval_num=5000,
-          checkpoint_every=10, plots_every=20))
+  return config_defaults.adagen_config(fmnist_maskgit_generator(), arg,
+                                       overrides=CPU_RL)

@@ -9,6 +9,15 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 
+def _save(fig, path: str):
+  """Writes the figure as a PNG atomically (the folder is created)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + '.tmp.png'
+  fig.savefig(tmp, dpi=110)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
 def plot_schedules(path: str, actions: np.ndarray, names, scores: np.ndarray,
                    heuristic: np.ndarray | None = None, num_each: int = 4,
                    title: str = ''):
@@ -45,17 +54,14 @@ def plot_schedules(path: str, actions: np.ndarray, names, scores: np.ndarray,
   if title:
     fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  tmp = path + '.tmp.png'
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  os.replace(tmp, path)
+  _save(fig, path)
 
 
-def plot_curves(path: str, xs, curves: dict, xlabel: str, ylabel: str,
+def plot_curves(path: str, curves: dict, xlabel: str, ylabel: str,
                 title: str = ''):
-  """Line plot of named curves {name: ys} against xs (trade-offs, sweeps)."""
+  """Line plot of named curves {name: (xs, ys)} (trade-offs, sweeps)."""
   fig, ax = plt.subplots(figsize=(4.5, 3.4))
-  for name, ys in curves.items():
+  for name, (xs, ys) in curves.items():
     ax.plot(xs, ys, marker='o', label=name)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
@@ -63,7 +69,4 @@ def plot_curves(path: str, xs, curves: dict, xlabel: str, ylabel: str,
     ax.set_title(title, fontsize=10)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  tmp = path + '.tmp.png'
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  os.replace(tmp, path)
+  _save(fig, path)

@@ -20,8 +20,9 @@ Inference-time refinement (adagen_jax.rl.refine; each needs an exported
                      (the export's reward/ state);
   --lookahead=K      K candidate next states at --lookahead_steps (default
                      all but the last), the critic's best kept (MaskGIT, VAR);
-  --lam=L --fidelity_policy=PATH
-                     executes (1 - L) a_policy + L a_fidelity.
+  --lam=L [--fidelity_policy=PATH]
+                     executes (1 - L) a_policy + L a_fidelity (default
+                     fidelity policy: the export's fidelity/ folder).
 It prints what the refinement costs per sample (generator transitions
 relative to plain sampling).
 """
@@ -74,7 +75,8 @@ def _define_flags():
   flags.DEFINE_float('lam', None, 'Blend weight in [0, 1] of '
                      '--fidelity_policy.')
   flags.DEFINE_string('fidelity_policy', None, 'Fidelity policy export of '
-                      'the --lam blend.')
+                      "the --lam blend (default: the --policy export's "
+                      'fidelity/ folder).')
 
 
 def make_act_fn(policy: str, generator) -> rollout_lib.ActFn | None:

@@ -28,12 +28,12 @@ import sys
 
 from absl import app
 from absl import flags
-import numpy as np
 
 from adagen_jax import default_config
 from adagen_jax import evaluate
 from adagen_jax import generators
 from adagen_jax import sample
+import rows as rows_lib
 
 _STAGE = flags.DEFINE_enum('stage', 'eval', ['tune', 'eval', 'table'],
                            'What to run.')
@@ -51,7 +51,6 @@ _OUT = flags.DEFINE_string('out', None, 'Output JSON / JSONL file.',
 GRID = dict(cfg_init=(1.0, 2.0, 3.0, 4.0), samp_temp_init=(1.0, 1.2),
             temp_init=(0.5, 1.0, 2.0))
 TUNE_SEED, TUNE_NUM = 100, 2000
-METRICS = ('fd', 'precision', 'recall', 'label_acc')
 
 
 def _generator(steps: int, overrides: dict | None = None):
@@ -95,26 +94,16 @@ def evaluate_method(method: str, steps: int, seeds: list[int], num: int
     images, labels = sample.generate_with(gen, params, num, seed, act_fn)
     per_seed.append(evaluator(images, labels))
     print(f'{method} T={steps} seed {seed}: {per_seed[-1]}', flush=True)
-  row = dict(method=method, steps=steps, seeds=seeds, num=num,
-             overrides=overrides)
-  for m in METRICS:
-    values = [r[m] for r in per_seed]
-    row[m] = dict(mean=float(np.mean(values)), std=float(np.std(values)),
-                  values=values)
-  return row
+  return rows_lib.summarise(per_seed, method=method, steps=steps,
+                            seeds=seeds, num=num, overrides=overrides)
 
 
 def table(rows_file: str) -> str:
   lines = ['| T | method | FD-FMNIST | precision | recall | label accuracy |',
            '|---|---|---|---|---|---|']
-  with open(rows_file) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
-  for r in sorted(rows, key=lambda r: r['steps']):
-    cells = ' | '.join(f'{r[m]["mean"]:.{2 if m == "fd" else 3}f} +- '
-                       f'{r[m]["std"]:.{2 if m == "fd" else 3}f}'
-                       for m in METRICS)
+  for r in sorted(rows_lib.read(rows_file), key=lambda r: r['steps']):
     lines.append(f'| {r["steps"]} | {r.get("name") or r["method"]} | '
-                 f'{cells} |')
+                 f'{rows_lib.cells(r)} |')
   return '\n'.join(lines)
 
 
@@ -128,8 +117,7 @@ def main(argv):
     row = evaluate_method(_METHOD.value, _STEPS.value,
                           [int(s) for s in _SEEDS.value], _NUM.value)
     row['name'] = _NAME.value or _METHOD.value
-    with open(_OUT.value, 'a') as f:
-      f.write(json.dumps(row) + '\n')
+    rows_lib.append(_OUT.value, row)
   else:
     print(table(_OUT.value))
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 
@@ -142,7 +143,7 @@ def test_best_of_n_keeps_the_argmax_candidate(gen, best_of_3, scorer):
   np.testing.assert_array_equal(images, cand[np.arange(B), chosen])
 
 
-def test_candidate_score_does_not_depend_on_batch_mates(adv, scorer):
+def test_candidate_score_does_not_depend_on_batch_mates(gen, adv, scorer):
   model, state = adv
   x = jax.random.uniform(jax.random.key(2), (_M, 8, 8, 1))
   labels = _labels(_M)
@@ -153,6 +154,16 @@ def test_candidate_score_does_not_depend_on_batch_mates(adv, scorer):
   s1, s2, s3 = scorer(x, labels), scorer(x2, labels), scorer(x3, l3)
   np.testing.assert_allclose(s2[3], s1[3], rtol=1e-6)
   np.testing.assert_allclose(s3[10], s1[3], rtol=1e-6)
+  # It is the discriminator's score of the explicit group [x_3, the 7
+  # references] (score_samples regroups backbone features instead).
+  g, gp = gen
+  ref_x, ref_l = refine.reference_samples(g, gp, None, 7)
+  group = jnp.concatenate([x[3:4], ref_x])
+  group_labels = jnp.concatenate([labels[3:4], ref_l])
+  plain = dataclasses.replace(model, augment_reward=False)
+  direct = plain.score(state, group, group_labels, jax.random.key(0),
+                       group_size=8)
+  np.testing.assert_allclose(s1[3], direct[0], rtol=1e-5)
   # The discriminator's own grouping (8 contiguous samples) is not.
   raw = jax.jit(lambda x: model.score(state, x, labels, jax.random.key(0)))
   assert abs(float(raw(x)[3]) - float(raw(x2)[3])) > 1e-4
@@ -474,8 +485,10 @@ def test_load_refinement_errors(gen, exported):
   with pytest.raises(errors.UserError, match='--best_of and --lam'):
     refine.load_refinement('heuristic', g, best_of=2, lam=0.5,
                            fidelity_policy=exported)
-  with pytest.raises(errors.UserError, match='both --lam'):
+  with pytest.raises(errors.UserError, match='has no fidelity/ folder'):
     refine.load_refinement(exported, g, lam=0.5)
+  with pytest.raises(errors.UserError, match='needs --lam'):
+    refine.load_refinement(exported, g, fidelity_policy=exported)
   with pytest.raises(errors.UserError, match=r'\[0, 1\]'):
     refine.load_refinement(exported, g, lam=1.5, fidelity_policy=exported)
   with pytest.raises(errors.UserError, match='deterministic'):
@@ -483,7 +496,7 @@ def test_load_refinement_errors(gen, exported):
                            lookahead=2)
 
 
-def test_load_refinement(gen, backbone, exported, adv):
+def test_load_refinement(gen, backbone, exported, adv, tmp_path):
   g, gp = gen
   refinement, variables = refine.load_refinement(
       exported, g, best_of=2, lookahead=3, lookahead_steps=[0, 1], lam=0.5,
@@ -495,6 +508,15 @@ def test_load_refinement(gen, backbone, exported, adv):
       'generator transitions, 12 critic forwards, 16 discriminator forwards')
   jax.tree.map(np.testing.assert_array_equal, variables['reward'].params,
                adv[1].params)
+  # The export keeps what scoring needs, not the Adam moments.
+  jax.tree.map(np.testing.assert_array_equal,
+               variables['reward'].batch_stats, adv[1].batch_stats)
+  # A fidelity/ folder inside the export is the default fidelity policy.
+  main = tmp_path / 'with_fidelity'
+  shutil.copytree(exported, main)
+  shutil.copytree(exported, main / 'fidelity')
+  _, variables = refine.load_refinement(str(main), g, lam=0.5)
+  assert sorted(variables) == ['fidelity', 'lam', 'policy']
   # Best-of-N from the export's discriminator (lookahead and the blend run
   # in test_cli_flags).
   refinement, variables = refine.load_refinement(exported, g, best_of=2,

@@ -103,6 +103,13 @@ def test_shipped_policy_loads_for_its_step_count_only():
   assert card['num_steps'] == 8 and card['policy']['kind'] == 'adaptive'
   obs = jnp.zeros((2,) + tuple(gen.obs_shape))
   assert agent.mean(params, obs, jnp.int32(0)).shape == (2, 4)
+  # It carries what refinement needs: the discriminator and the fidelity
+  # policy of the lambda-blend.
+  from adagen_jax.rl import refine  # pylint: disable=g-import-not-at-top
+  refinement, variables = refine.load_refinement('adagen', gen, best_of=2,
+                                                 lookahead=2, lam=0.5)
+  assert sorted(variables) == ['fidelity', 'lam', 'policy', 'reward']
+  assert refinement.reward_model.disc.virtual_bs == 8
   with pytest.raises(errors.UserError, match='no shipped'):
     export.load('nonadaptive', gen)
   gen4, _ = generators.build(default_config.fmnist_maskgit_generator(4))

@@ -132,7 +132,7 @@ class LatentGenerator:
   """
   paradigm: Paradigm
   net: dit_nets.DiT
-  vae: sd_vae.VAEDecoder
+  vae: sd_vae.VAEDecoder | sd_vae.PixelDecoder
   nfe: int = 16
   smoothing: float = 0.4
   cfg_init: float = 1.0
@@ -283,29 +283,42 @@ def _init(module, rng, *args):
 
 
 def load_params(gen_config, paradigm: Paradigm, net: dit_nets.DiT,
-                vae: sd_vae.VAEDecoder) -> dict[str, Any]:
-  """{'dit', 'vae'} variables: random (`random_init`) or converted files.
+                vae: sd_vae.VAEDecoder | sd_vae.PixelDecoder
+                ) -> dict[str, Any]:
+  """{'dit', 'vae'} variables: random (`random_init`) or weight files.
+
+  `config.generator.weights` is a converted checkpoint's path or the name
+  of a shipped asset (e.g. 'fmnist_sit'); a pixel-space model has no VAE
+  weights ({} for 'vae').
 
   Raises:
     UserError: a weights file is missing or does not fit the config sizes.
   """
-  init_args = {'dit': (net, convert_dit.dit_init_args(net)),
-               'vae': (vae, convert_dit.vae_init_args(vae))}
+  init_args = {'dit': (net, convert_dit.dit_init_args(net))}
+  if isinstance(vae, sd_vae.VAEDecoder):
+    init_args['vae'] = (vae, convert_dit.vae_init_args(vae))
+  params = {'vae': {}}
   if gen_config.get('random_init', False):
     # 'rbg' keys: XLA's RNG compiles several times faster than threefry,
     # and untrained weights only serve tests and speed measurements.
     keys = jax.random.split(
         jax.random.key(gen_config.get('seed', 0), impl='rbg'))
-    return {name: _init(module, k, *args[1:])
-            for k, (name, (module, args)) in zip(keys, init_args.items())}
-  paths = {'dit': gen_config.weights, 'vae': gen_config.vae_weights}
+    params.update({name: _init(module, k, *args[1:]) for k, (name, (
+        module, args)) in zip(keys, init_args.items())})
+    return params
+  paths = {'dit': assets.weights_path(gen_config.weights)}
+  if 'vae' in init_args:
+    paths['vae'] = os.path.expanduser(gen_config.vae_weights)
   missing = [p for p in paths.values() if not os.path.exists(p)]
-  fix = ('convert the published checkpoints with: ' + _converter_command(
-      paradigm, os.path.dirname(gen_config.weights)))
+  if assets.is_shipped_name(gen_config.weights):
+    fix = ('train it with: python -m adagen_jax.pretrain '
+           f'--config=configs/pretrain/fmnist_flow.py:{paradigm.name}')
+  else:
+    fix = ('convert the published checkpoints with: ' + _converter_command(
+        paradigm, os.path.dirname(gen_config.weights)))
   if missing:
     raise errors.UserError(f'{paradigm.name} weights not found: '
                            f'{", ".join(missing)}; {fix}')
-  params = {}
   for name, (module, args) in init_args.items():
     variables = assets.load_variables(paths[name], f'{name} weights', fix)
     try:
@@ -320,7 +333,7 @@ def load_params(gen_config, paradigm: Paradigm, net: dit_nets.DiT,
   return params
 
 
-def _kwargs(section) -> dict[str, Any]:
+def module_kwargs(section) -> dict[str, Any]:
   """ConfigDict -> module kwargs (lists become tuples: modules hash)."""
   return {k: tuple(v) if isinstance(v, list) else v
           for k, v in section.to_dict().items()}
@@ -343,8 +356,15 @@ def build_generator(gen_config, paradigm: Paradigm
   if nfe < 1:
     raise errors.UserError(f'config.generator.steps={nfe}; use NFE >= 1.')
   dtype = jnp.dtype(gen_config.get('dtype', 'float32'))
-  net = dit_nets.DiT(**_kwargs(gen_config.model), dtype=dtype)
-  vae = sd_vae.VAEDecoder(**_kwargs(gen_config.vae), dtype=dtype)
+  net = dit_nets.DiT(**module_kwargs(gen_config.model), dtype=dtype)
+  decoder = gen_config.get('decoder', 'sd_vae')
+  if decoder == 'pixels':
+    vae = sd_vae.PixelDecoder(out_channels=net.in_channels)
+  elif decoder == 'sd_vae':
+    vae = sd_vae.VAEDecoder(**module_kwargs(gen_config.vae), dtype=dtype)
+  else:
+    raise errors.UserError(f'config.generator.decoder={decoder!r}; use '
+                           "'sd_vae' (latent models) or 'pixels'.")
   channels = int(gen_config.get('cfg_channels', 3))
   if not 0 <= channels <= net.in_channels:
     raise errors.UserError(

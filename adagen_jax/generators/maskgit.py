@@ -295,10 +295,9 @@ def _weight_files(weights: str) -> tuple[str, list[str]]:
     raise errors.UserError('config.generator.weights is empty; '
                            + _MISSING_WEIGHTS_FIX)
   names = [w.strip() for w in weights.split(',') if w.strip()]
-  if len(names) == 1 and not names[0].endswith('.msgpack') and (
-      os.sep not in names[0]):
+  if len(names) == 1 and assets.is_shipped_name(names[0]):
     return f'shipped MaskGIT weights {names[0]!r}', [
-        assets.asset_path(names[0] + '.msgpack')]
+        assets.weights_path(names[0])]
   return 'MaskGIT weights', [os.path.expanduser(n) for n in names]
 
 

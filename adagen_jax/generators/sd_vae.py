@@ -159,6 +159,20 @@ class VAEDecoder(nn.Module):
                    name='decoder')(z)
 
 
+class PixelDecoder(nn.Module):
+  """The 'decoder' of a pixel-space model: its latents are the images.
+
+  For the small Fashion-MNIST DiT / SiT (`config.generator.decoder =
+  'pixels'`), trained on images scaled to [-1, 1]; no parameters.
+  """
+  out_channels: int = 1
+  dtype: Any = jnp.float32
+  downsample = 1  # image side / latent side
+
+  def __call__(self, latents: jax.Array) -> jax.Array:
+    return latents.astype(jnp.float32)
+
+
 def to_images(x: jax.Array) -> jax.Array:
   """Decoder output -> float32 images in [0, 1]: clip(0.5 (x + 1))."""
   return jnp.clip(0.5 * (x.astype(jnp.float32) + 1.0), 0.0, 1.0)

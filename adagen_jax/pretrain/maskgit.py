@@ -46,9 +46,9 @@ import optax
 
 from adagen_jax import assets
 from adagen_jax import progress
-from adagen_jax import samples_io
 from adagen_jax.data import fashion_mnist
 from adagen_jax.generators import maskgit
+from adagen_jax.pretrain import common
 
 _ASSET = 'fmnist_maskgit.msgpack'
 
@@ -159,14 +159,6 @@ def tokenize(tokenizer, params, images: np.ndarray, batch: int = 1000
 # Stage 2: transformer.
 
 
-@flax.struct.dataclass
-class TransformerState:
-  params: Any
-  ema_params: Any
-  opt_state: optax.OptState
-  step: jax.Array  # int32 []
-
-
 def mask_tokens(rng: jax.Array, ids: jax.Array, mask_id: int):
   """Masks a per-sample random number of positions of int32 [B, N] ids.
 
@@ -187,8 +179,8 @@ def mask_tokens(rng: jax.Array, ids: jax.Array, mask_id: int):
   return jnp.where(mask, mask_id, ids), mask
 
 
-def _transformer_step(module, tx, cfg, num_classes, state: TransformerState,
-                      ids, labels, rng):
+def _transformer_step(module, tx, cfg, num_classes,
+                      state: common.EmaTrainState, ids, labels, rng):
   rng_mask, rng_null, rng_drop = jax.random.split(rng, 3)
   masked_ids, mask = mask_tokens(rng_mask, ids, module.codebook_size)
   drop = jax.random.bernoulli(rng_null, cfg.p_uncond, labels.shape)
@@ -206,15 +198,7 @@ def _transformer_step(module, tx, cfg, num_classes, state: TransformerState,
 
   (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  # EMA with a warm-up so the early average is not dominated by the init.
-  decay = jnp.minimum(cfg.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-  ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p,
-                     state.ema_params, params)
-  state = TransformerState(params=params, ema_params=ema, opt_state=opt_state,
-                           step=state.step + 1)
-  return state, loss, acc
+  return common.apply_gradients(state, tx, grads, cfg.ema_decay), loss, acc
 
 
 def _eval_loss(module, params, ids, labels, rng):
@@ -241,9 +225,7 @@ def train_transformer(config, ids: np.ndarray, labels: np.ndarray,
       optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup_steps,
                                          cfg.steps, cfg.lr * 0.05),
       b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask)
-  state = TransformerState(params=params, ema_params=params,
-                           opt_state=tx.init(params),
-                           step=jnp.zeros((), jnp.int32))
+  state = common.create_ema_state(params, tx)
   step_fn = jax.jit(functools.partial(
       _transformer_step, module, tx, cfg, config.model.num_classes))
   batches = fashion_mnist.batches(ids, labels, cfg.batch_size,
@@ -267,25 +249,6 @@ def train_transformer(config, ids: np.ndarray, labels: np.ndarray,
 # Evaluation of the result.
 
 
-def _mean_std(values: list[float]) -> dict:
-  return {'mean': float(np.mean(values)), 'std': float(np.std(values)),
-          'values': [float(v) for v in values]}
-
-
-def _cached_samples(workdir: str, generator, params, num: int, seed: int,
-                    batch: int) -> tuple[np.ndarray, np.ndarray]:
-  """Samples of one (T, seed), kept in WORKDIR so a rerun reuses them."""
-  from adagen_jax import sample  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, f'samples_T{generator.num_steps}_seed{seed}'
-                      f'_n{num}.npz')
-  if os.path.exists(path):
-    return samples_io.load_samples(path)
-  images, labels = sample.generate_with(generator, params, num, seed,
-                                        batch=batch)
-  samples_io.save_samples(path, images, labels)
-  return images, labels
-
-
 def evaluate_model(config, gen_config, workdir: str, test_images,
                    test_labels) -> dict:
   """Reconstruction and sample metrics of the written asset (see module).
@@ -299,8 +262,8 @@ def evaluate_model(config, gen_config, workdir: str, test_images,
     gen_config.steps = steps
     generator, params = maskgit.build(gen_config)
     for seed in cfg.seeds:
-      samples[steps, seed] = _cached_samples(workdir, generator, params,
-                                             cfg.num, seed, cfg.batch)
+      samples[steps, seed] = common.cached_samples(
+          workdir, generator, params, cfg.num, seed, cfg.batch, f'T{steps}')
   tokenizer = generator.tokenizer
   recon = jax.jit(lambda p, x: tokenizer.apply(
       {'params': p}, tokenizer.apply({'params': p}, x,
@@ -318,9 +281,8 @@ def evaluate_model(config, gen_config, workdir: str, test_images,
   logging.info('tokenizer reconstructions of the test split: %s',
                out['reconstruction'])
   for steps in cfg.steps:
-    runs = [evaluator(*samples[steps, seed]) for seed in cfg.seeds]
-    out[f'T{steps}'] = {k: _mean_std([r[k] for r in runs])
-                        for k in ('fd', 'precision', 'recall', 'label_acc')}
+    out[f'T{steps}'] = common.sample_metrics(
+        evaluator, [samples[steps, seed] for seed in cfg.seeds])
     logging.info('T=%d: %s', steps, out[f'T{steps}'])
   return out
 

@@ -21,6 +21,7 @@ code, so every choice below is ours and says why):
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Sequence
 
 import jax
@@ -95,11 +96,12 @@ def score_samples(reward_model, reward_state, images: jax.Array,
   the condition the reward was computed under in training (a group of g
   samples of the policy, the sample contributing 1/g of the statistics), it
   needs no change to the discriminator, and the score is a function of the
-  candidate alone. It costs g discriminator forwards per candidate (cheap
-  next to a generator: DINO ViT-S/16 and the heads on 8 images are about
-  0.1 TFLOP, some 2% of one 16-step MaskGIT-L sample). Random-crop
-  augmentation is switched off: at inference we want the discriminator's
-  verdict, not a coin flip.
+  candidate alone. The frozen backbone is per sample, so it runs once per
+  image (the references' features once per call) and only the light heads
+  see the g-fold batch; before this regrouping, g backbone forwards per
+  candidate made scoring cost more than generating on the Fashion-MNIST
+  MaskGIT. Random-crop augmentation is switched off: at inference we want
+  the discriminator's verdict, not a coin flip.
 
   Per-sample rewards (`StaticReward`) are used as they are; the FD reward
   is a property of a set and is refused.
@@ -127,26 +129,31 @@ def score_samples(reward_model, reward_state, images: jax.Array,
     return jnp.concatenate([x[:, None], ref], axis=1).reshape(
         (m * g,) + x.shape[1:])
 
-  model = dataclasses.replace(reward_model, augment_reward=False)
-  scores = model.score(reward_state, grouped(images, ref_images),
-                       grouped(labels, ref_labels), rng, group_size=g)
+  # The frozen backbone is per sample: run it once per image and regroup its
+  # features, so only the light heads see the g-fold batch.
+  feats = reward_model.features(reward_state, images)
+  ref_feats = reward_model.features(reward_state, ref_images)
+  scores = reward_model.score_features(
+      reward_state, [grouped(f, r) for f, r in zip(feats, ref_feats)],
+      grouped(labels, ref_labels), group_size=g)
   return scores.reshape(m, g)[:, 0]
 
 
-def best_of_n(generator: base.Generator, gen_params, labels: jax.Array,
-              rng: jax.Array, act_fn: rollout_lib.ActFn | None,
-              reward_model, reward_state, n: int, *,
-              transition: rollout_lib.Transition | None = None,
-              reference: tuple[jax.Array, jax.Array] | None = None
-              ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """N candidate generations per label, the best-scored one kept.
+def candidates(generator: base.Generator, gen_params, labels: jax.Array,
+               rng: jax.Array, act_fn: rollout_lib.ActFn | None,
+               reward_model, reward_state, n: int, *,
+               transition: rollout_lib.Transition | None = None,
+               reference: tuple[jax.Array, jax.Array] | None = None
+               ) -> tuple[jax.Array, jax.Array]:
+  """N scored candidate generations per label.
 
   One rollout of B * N samples, sample-major (row b * N + j is candidate j
   of sample b), so with the batch axis sharded over a ('data',) mesh the N
-  candidates of a sample sit on one device and the argmax moves nothing.
-  With n = 1 the images are exactly `rollout(generator, gen_params, labels,
-  rng, act_fn)`'s. Candidates are scored slot by slot (a `lax.map` over the
-  N slots of B images), which bounds the scoring memory at B * g images.
+  candidates of a sample sit on one device and a choice among them moves
+  nothing. Candidates are scored slot by slot (a `lax.map` over the N slots
+  of B images), which bounds the scoring memory at B * g images. The N
+  candidates of a sample are i.i.d., so the first M of them are M
+  candidates too: one call serves best-of-M for every M <= N.
 
   Args:
     generator, gen_params: the frozen generator.
@@ -161,8 +168,7 @@ def best_of_n(generator: base.Generator, gen_params, labels: jax.Array,
       `reference_samples(generator, gen_params, act_fn, g - 1)`.
 
   Returns:
-    images float32 [B, H, W, C]; scores float32 [B] of the kept candidates;
-    chosen_index int32 [B] in [0, N).
+    images float32 [B, N, H, W, C]; scores float32 [B, N].
   """
   if n < 1:
     raise errors.UserError(f'best-of-N needs N >= 1, got {n}; pass '
@@ -181,9 +187,29 @@ def best_of_n(generator: base.Generator, gen_params, labels: jax.Array,
     return score_samples(reward_model, reward_state, x, labels, k_score,
                          reference)
 
-  scores = jax.lax.map(score_slot, jnp.swapaxes(images, 0, 1)).T  # [B, N]
+  return images, jax.lax.map(score_slot, jnp.swapaxes(images, 0, 1)).T
+
+
+def best_of_n(generator: base.Generator, gen_params, labels: jax.Array,
+              rng: jax.Array, act_fn: rollout_lib.ActFn | None,
+              reward_model, reward_state, n: int, *,
+              transition: rollout_lib.Transition | None = None,
+              reference: tuple[jax.Array, jax.Array] | None = None
+              ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """N candidate generations per label, the best-scored one kept.
+
+  With n = 1 the images are exactly `rollout(generator, gen_params, labels,
+  rng, act_fn)`'s. Arguments as for `candidates`.
+
+  Returns:
+    images float32 [B, H, W, C]; scores float32 [B] of the kept candidates;
+    chosen_index int32 [B] in [0, N).
+  """
+  images, scores = candidates(generator, gen_params, labels, rng, act_fn,
+                              reward_model, reward_state, n,
+                              transition=transition, reference=reference)
   chosen = jnp.argmax(scores, axis=1).astype(jnp.int32)
-  rows = jnp.arange(b)
+  rows = jnp.arange(labels.shape[0])
   return images[rows, chosen], scores[rows, chosen], chosen
 
 
@@ -586,7 +612,8 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
     lookahead_steps: steps for the lookahead (default all but the last).
     lam: blend weight in [0, 1] of `fidelity_policy` (an export trained with
       FidelityTraining against `policy`).
-    fidelity_policy: the fidelity policy export.
+    fidelity_policy: the fidelity policy export; default: the `fidelity/`
+      folder of the `policy` export (shipped policies have one).
     backbone: the reward backbone (default: the export's reward config via
       train.make_backbone); tests pass a small one.
 
@@ -603,9 +630,9 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
                            'must be >= 1 (1 disables them).')
   if lookahead_steps is not None and lookahead == 1:
     raise errors.UserError('--lookahead_steps needs --lookahead=K with K > 1.')
-  if (lam is None) != (fidelity_policy is None):
-    raise errors.UserError('the blend needs both --lam=L and '
-                           '--fidelity_policy=PATH (or neither).')
+  if fidelity_policy is not None and lam is None:
+    raise errors.UserError('--fidelity_policy needs --lam=L, the blend '
+                           'weight in [0, 1].')
   if lam is not None and not 0.0 <= lam <= 1.0:
     raise errors.UserError(f'--lam={lam} must lie in [0, 1] (0: the main '
                            'policy, 1: the fidelity policy).')
@@ -623,6 +650,14 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
     check_stochastic(generator)
   steps = (resolve_steps(generator.num_steps, lookahead_steps)
            if lookahead > 1 else ())
+  if lam is not None and fidelity_policy is None:
+    fidelity_policy = os.path.join(export.resolve(policy, generator),
+                                   'fidelity')
+    if not os.path.isdir(fidelity_policy):
+      raise errors.UserError(
+          f'--lam needs a fidelity policy and {policy} has no fidelity/ '
+          'folder: pass --fidelity_policy=PATH (train one with python -m '
+          'adagen_jax.train_fidelity --policy=...).')
   agent, params, card = export.load(policy, generator)
   variables = {'policy': params}
   fid_agent = reward_model = None

@@ -179,6 +179,18 @@ class AdversarialReward:
     """float32 [B, sum L_i] logits in evaluation mode (stats not updated)."""
     p = self.p_crop if self.augment_reward else 0.0
     feats = self._features(state.frozen, images, rng, p)
+    return self.logits_of_features(state, feats, labels, group_size)
+
+  def features(self, state: DiscState, images: jax.Array
+               ) -> list[jax.Array]:
+    """The frozen backbone's features, without augmentation: per sample,
+    so they can be computed once and regrouped (refine.score_samples)."""
+    return self._features(state.frozen, images, jax.random.key(0), 0.0)
+
+  def logits_of_features(self, state: DiscState, feats: list[jax.Array],
+                         labels: jax.Array, group_size: int | None = None
+                         ) -> jax.Array:
+    """float32 [B, sum L_i]: the heads on backbone features (eval mode)."""
     return self.disc.apply(
         {'params': state.params, 'batch_stats': state.batch_stats}, feats,
         labels, update_stats=False, virtual_bs=group_size)
@@ -193,8 +205,17 @@ class AdversarialReward:
     batches (groups of 8 mixed samples), or pass group_size to normalise over
     a different group; compare scores only within one layout.
     """
+    p = self.p_crop if self.augment_reward else 0.0
+    return self.score_features(state, self._features(state.frozen, images,
+                                                     rng, p),
+                               labels, group_size)
+
+  def score_features(self, state: DiscState, feats: list[jax.Array],
+                     labels: jax.Array, group_size: int | None = None
+                     ) -> jax.Array:
+    """`score` from backbone features (`features`), float32 [B]."""
     return jax.nn.sigmoid(jnp.mean(
-        self.logits(state, images, labels, rng, group_size), axis=1))
+        self.logits_of_features(state, feats, labels, group_size), axis=1))
 
   def reward(self, state: DiscState, images: jax.Array, labels: jax.Array,
              rng: jax.Array) -> jax.Array:

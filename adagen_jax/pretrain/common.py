@@ -1,0 +1,72 @@
+"""What the generator pretrainers share: the EMA train state and the
+evaluation of a written asset's samples."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from adagen_jax import samples_io
+
+
+@flax.struct.dataclass
+class EmaTrainState:
+  params: Any
+  ema_params: Any        # what ships
+  opt_state: optax.OptState
+  step: jax.Array        # int32 []
+
+
+def create_ema_state(params, tx) -> EmaTrainState:
+  # A copy: the step donates its state, and one buffer cannot go twice.
+  return EmaTrainState(params=params, ema_params=jax.tree.map(jnp.copy, params),
+                       opt_state=tx.init(params),
+                       step=jnp.zeros((), jnp.int32))
+
+
+def apply_gradients(state: EmaTrainState, tx, grads,
+                    ema_decay: float) -> EmaTrainState:
+  """One optimiser step, then the EMA of the weights.
+
+  The EMA decay warms up as (1 + step) / (10 + step), so the early average
+  is not dominated by the initialisation.
+  """
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
+  ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p,
+                     state.ema_params, params)
+  return EmaTrainState(params=params, ema_params=ema, opt_state=opt_state,
+                       step=state.step + 1)
+
+
+def mean_std(values: list[float]) -> dict:
+  return {'mean': float(np.mean(values)), 'std': float(np.std(values)),
+          'values': [float(v) for v in values]}
+
+
+def cached_samples(workdir: str, generator, params, num: int, seed: int,
+                   batch: int, tag: str) -> tuple[np.ndarray, np.ndarray]:
+  """Hand-crafted samples of one (tag, seed), kept in WORKDIR for reruns."""
+  from adagen_jax import sample  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, f'samples_{tag}_seed{seed}_n{num}.npz')
+  if os.path.exists(path):
+    return samples_io.load_samples(path)
+  images, labels = sample.generate_with(generator, params, num, seed,
+                                        batch=batch)
+  samples_io.save_samples(path, images, labels)
+  return images, labels
+
+
+def sample_metrics(evaluator, samples: list[tuple[np.ndarray, np.ndarray]]
+                   ) -> dict:
+  """{metric: mean_std over the seeds' (images, labels)}."""
+  runs = [evaluator(*s) for s in samples]
+  return {k: mean_std([r[k] for r in runs])
+          for k in ('fd', 'precision', 'recall', 'label_acc')}

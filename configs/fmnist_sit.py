@@ -1,0 +1,24 @@
+"""AdaGen on the small Fashion-MNIST SIT (pixel space) of the package.
+
+  python -m adagen_jax.pretrain --config=configs/pretrain/fmnist_flow.py:sit
+  python -m adagen_jax.main --config=configs/fmnist_sit.py:steps=4 \
+      --workdir=runs/fmnist_sit_nfe4
+  python -m adagen_jax.sample --config=configs/fmnist_sit.py --steps=4 \
+      --num=10000 --seed=0 --policy=heuristic --out=/tmp/sit_nfe4.npz
+
+`:steps=NFE` sets the model evaluations (the policy makes NFE + 1
+decisions: the start time, then a time and a guidance weight after each
+evaluation). The first command trains the network (adagen_jax/assets/
+fmnist_sit.*); without it the others stop with that command. RL settings are
+the 2-core CPU ones of the embedded default (adagen_jax/default_config.py);
+for a GPU raise ppo.trajectories and num_iterations.
+"""
+
+from adagen_jax import config_defaults
+from adagen_jax import default_config
+
+
+def get_config(arg=None):
+  return config_defaults.adagen_config(
+      default_config.fmnist_flow_generator('sit'), arg,
+      overrides=default_config.CPU_RL)
