@@ -65,6 +65,30 @@ def fmnist_flow_generator(paradigm: str, steps: int = 4
   ))
 
 
+def fmnist_var_generator() -> ml_collections.ConfigDict:
+  """The `config.generator` section of the shipped Fashion-MNIST VAR.
+
+  Sizes and the hand-crafted sampler are those configs/pretrain/
+  fmnist_var.py trains and records in adagen_jax/assets/fmnist_var.json:
+  one step per scale of (1, 2, 3, 4, 5, 7).
+  """
+  return ml_collections.ConfigDict(dict(
+      name='var',
+      steps=6,
+      depth=6, width=192, num_heads=6, mlp_ratio=4.0, shared_aln=False,
+      attn_l2_norm=True, num_classes=10, patch_nums=(1, 2, 3, 4, 5, 7),
+      dtype='float32',
+      vae=dict(vocab_size=256, z_channels=16, ch=32, ch_mult=(1, 2, 2),
+               num_res_blocks=1, using_sa=False, using_mid_sa=False,
+               quant_resi=0.5, share_quant_resi=4, image_channels=1,
+               norm_groups=8),
+      cfg=1.5, top_k=64.0, top_p=0.96, samp_temp=1.0, smoothing=0.0,
+      obs_side=7,
+      var_weights='fmnist_var',        # shipped assets (or .msgpack paths)
+      vae_weights='fmnist_var_vqvae',
+  ))
+
+
 # The RL settings of a 2-core CPU run (see the module docstring); shared by
 # the Fashion-MNIST SiT / DiT configs.
 CPU_RL = dict(

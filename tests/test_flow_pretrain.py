@@ -91,3 +91,11 @@ def test_missing_shipped_weights_say_how_to_train_them():
   gen_config.decoder = 'latent'
   with pytest.raises(errors.UserError, match='decoder'):
     generators.build(gen_config)
+
+
+@pytest.mark.parametrize('paradigm', ['sit', 'dit'])
+def test_pretrain_config_matches_the_shipped_generator_section(paradigm):
+  written = flow.generator_config(_pretrain_config(paradigm), 'x').to_dict()
+  shipped = default_config.fmnist_flow_generator(paradigm).to_dict()
+  written.pop('weights'), shipped.pop('weights')
+  assert written == shipped

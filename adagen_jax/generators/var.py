@@ -367,8 +367,9 @@ def _load(path: str, what: str, fix: str, module, init_args) -> Any:
 def build(gen_config) -> tuple[VARGenerator, dict[str, Any]]:
   """config.generator (name='var') -> (VARGenerator, {'var', 'vae'} params).
 
-  Weights are the converter's msgpack files at `var_weights` and
-  `vae_weights`; a missing file is a UserError naming the converter command.
+  Weights are msgpack files at `var_weights` and `vae_weights` (the
+  converter's, or shipped asset names like 'fmnist_var'); a missing file is
+  a UserError naming the command that makes it.
   `random_init=True` gives untrained weights instead (speed tests only).
   """
   c = gen_config
@@ -388,11 +389,16 @@ def build(gen_config) -> tuple[VARGenerator, dict[str, Any]]:
   if c.get('random_init'):
     init = jax.jit(functools.partial(random_params, gen))
     return gen, init(jax.random.key(int(c.get('seed', 0))))
-  var_file, vae_file = c.var_weights, c.vae_weights
-  out = os.path.dirname(var_file) or '.'
-  fix = (f'download var_d{var.depth}.pth and vae_ch160v4096z32.pth from '
-         f'{_HF} and run {_CONVERT} --var=var_d{var.depth}.pth '
-         f'--vae=vae_ch160v4096z32.pth --out={out}')
+  var_file = assets.weights_path(c.var_weights)
+  vae_file = assets.weights_path(c.vae_weights)
+  if assets.is_shipped_name(c.var_weights):
+    fix = ('train it with: python -m adagen_jax.pretrain '
+           '--config=configs/pretrain/fmnist_var.py')
+  else:
+    fix = (f'download var_d{var.depth}.pth and vae_ch160v4096z32.pth from '
+           f'{_HF} and run {_CONVERT} --var=var_d{var.depth}.pth '
+           f'--vae=vae_ch160v4096z32.pth '
+           f'--out={os.path.dirname(var_file) or "."}')
   for path, what in ((var_file, f'VAR-d{var.depth} weights'),
                      (vae_file, 'VAR VQVAE weights')):
     errors.require_file(path, what, fix)

@@ -32,7 +32,7 @@ def get_config(paradigm: str = 'sit'):
   dit = paradigm == 'dit'
   # Sampling defaults written into the JSON's generator section.
   c.sampling = ml_collections.ConfigDict(dict(
-      steps=8, smoothing=0.4 if dit else 0.8, cfg_init=1.0 if dit else 1.5,
+      steps=4, smoothing=0.4 if dit else 0.8, cfg_init=1.0 if dit else 1.5,
       solver='dpm2s', schedule='reference', t_start=0.9 if dit else 0.01,
       cfg_channels=1))
   c.train = ml_collections.ConfigDict(dict(

@@ -1,0 +1,24 @@
+"""AdaGen on the small Fashion-MNIST VAR of the package.
+
+  python -m adagen_jax.pretrain --config=configs/pretrain/fmnist_var.py
+  python -m adagen_jax.main --config=configs/fmnist_var.py \
+      --workdir=runs/fmnist_var
+  python -m adagen_jax.sample --config=configs/fmnist_var.py \
+      --num=10000 --seed=0 --policy=heuristic --out=/tmp/var.npz
+
+One policy decision per scale (6 scales: 1, 2, 3, 4, 5, 7): guidance, top-k,
+top-p and sampling temperature per sample. The first command trains the
+model (adagen_jax/assets/fmnist_var*); without it the others stop with that
+command. RL settings are the 2-core CPU ones of the embedded default
+(adagen_jax/default_config.py); for a GPU raise ppo.trajectories and
+num_iterations.
+"""
+
+from adagen_jax import config_defaults
+from adagen_jax import default_config
+
+
+def get_config(arg=None):
+  return config_defaults.adagen_config(
+      default_config.fmnist_var_generator(), arg,
+      overrides=default_config.CPU_RL)
