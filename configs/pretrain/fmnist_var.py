@@ -4,7 +4,8 @@
       --workdir=/tmp/fmnist_var
 
 Writes adagen_jax/assets/fmnist_var.{msgpack,json} and fmnist_var_vqvae.msgpack,
-sampled by configs/fmnist_var.py; adagen_jax/pretrain/var.py says how. VAR's
+sampled by configs/fmnist_var.py; adagen_jax/pretrain/var.py says how. The
+sizes are adagen_jax/default_config.py's `fmnist_var_generator`. VAR's
 structure at Fashion-MNIST size: 28x28 -> 7x7x16 latents (3 levels, 2
 down-samplings), 256 codes quantised residually at scales 1, 2, 3, 4, 5, 7
 (104 tokens, 6 sampling steps), a depth-6 transformer of width 192. The
@@ -16,6 +17,11 @@ docs/RESULTS.md and the JSON beside the weights.
 
 import ml_collections
 
+from adagen_jax import default_config
+
+_SAMPLING = ('cfg', 'top_k', 'top_p', 'samp_temp', 'smoothing', 'obs_side')
+_NOT_MODEL = _SAMPLING + ('name', 'steps', 'var_weights', 'vae_weights')
+
 
 def get_config():
   c = ml_collections.ConfigDict()
@@ -23,18 +29,11 @@ def get_config():
   c.seed = 0
   c.data_dir = ''  # '' = search (adagen_jax.data.fashion_mnist)
   c.output = ''    # '' = adagen_jax/assets/fmnist_var.msgpack
-  # The fields of a VAR `config.generator` (see configs/var_d16.py).
-  c.model = ml_collections.ConfigDict(dict(
-      depth=6, width=192, num_heads=6, mlp_ratio=4.0, shared_aln=False,
-      attn_l2_norm=True, num_classes=10, patch_nums=(1, 2, 3, 4, 5, 7),
-      dtype='float32',
-      vae=dict(vocab_size=256, z_channels=16, ch=32, ch_mult=(1, 2, 2),
-               num_res_blocks=1, using_sa=False, using_mid_sa=False,
-               quant_resi=0.5, share_quant_resi=4, image_channels=1,
-               norm_groups=8)))
-  c.sampling = ml_collections.ConfigDict(dict(
-      cfg=1.5, top_k=64.0, top_p=0.96, samp_temp=1.0, smoothing=0.0,
-      obs_side=7))
+  # Sizes and sampler: the shipped generator section (one source of truth).
+  gen = default_config.fmnist_var_generator().to_dict()
+  c.model = ml_collections.ConfigDict(
+      {k: v for k, v in gen.items() if k not in _NOT_MODEL})
+  c.sampling = ml_collections.ConfigDict({k: gen[k] for k in _SAMPLING})
   c.vqvae_train = ml_collections.ConfigDict(dict(
       steps=5000, batch_size=64, lr=1e-3, warmup_steps=200, beta=0.25,
       restart_after=200))
