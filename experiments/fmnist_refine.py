@@ -27,16 +27,16 @@ plain sampling with the policy.
 """
 
 import os
-import sys
 import time
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adagen_jax import cli
 from adagen_jax import default_config
+from adagen_jax import errors
 from adagen_jax import evaluate
 from adagen_jax import generators
 from adagen_jax import images as images_lib
@@ -229,13 +229,13 @@ def main(argv):
     print(report(_OUT.value, _LAM_ROWS.value, _FIGURES.value))
     return
   if not _POLICY.value:
-    raise app.UsageError('--policy=RUN/policy is required.')
+    raise errors.UserError('--policy=RUN/policy is required.')
   if _STAGE.value == 'best_of':
     new = run_best_of(_POLICY.value, _STEPS.value, _MAX_N.value,
                       _LOOKAHEAD.value, seeds, _NUM.value, _BATCH.value)
   else:
     if not _FIDELITY.value:
-      raise app.UsageError('--stage=lam needs --fidelity_policy.')
+      raise errors.UserError('--stage=lam needs --fidelity_policy.')
     new = run_lam(_POLICY.value, _FIDELITY.value, _STEPS.value,
                   [float(x) for x in _LAMS.value], seeds, _NUM.value,
                   _FIGURES.value)
@@ -244,4 +244,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  sys.exit(app.run(main))
+  cli.run(main)

@@ -1,6 +1,8 @@
 r"""The Fashion-MNIST results tables: evaluates schedules and trained policies.
 
-Two stages, both on the evaluation network (FeatureNet), never on a reward:
+Two stages, both on the evaluation network (FeatureNet), never on a reward,
+for any shipped Fashion-MNIST generator (--generator=maskgit|sit|dit|var;
+its tuning grid is GRIDS[generator]):
 
   # 1. Tune the hand-crafted schedule: a small grid over its constants on a
   #    separate sampling seed (100), so the table's seeds never pick it.
@@ -24,12 +26,12 @@ markdown table of a rows file.
 import itertools
 import json
 import os
-import sys
 
-from absl import app
 from absl import flags
 
+from adagen_jax import cli
 from adagen_jax import default_config
+from adagen_jax import errors
 from adagen_jax import evaluate
 from adagen_jax import generators
 from adagen_jax import sample
@@ -37,7 +39,11 @@ import rows as rows_lib
 
 _STAGE = flags.DEFINE_enum('stage', 'eval', ['tune', 'eval', 'table'],
                            'What to run.')
-_STEPS = flags.DEFINE_integer('steps', 8, 'Generation steps T.')
+_GENERATOR = flags.DEFINE_enum('generator', 'maskgit',
+                               ['maskgit', 'sit', 'dit', 'var'],
+                               'Which shipped Fashion-MNIST model.')
+_STEPS = flags.DEFINE_integer('steps', 8, 'Generation steps T (NFE for sit '
+                              'and dit; var has one step per scale, 6).')
 _METHOD = flags.DEFINE_string(
     'method', 'heuristic', "'heuristic', 'tuned:FILE.json' or 'policy:DIR'.")
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Sampling seeds.')
@@ -46,15 +52,34 @@ _NAME = flags.DEFINE_string('name', '', 'Row name (default: --method).')
 _OUT = flags.DEFINE_string('out', None, 'Output JSON / JSONL file.',
                            required=True)
 
-# The tuning grid: guidance at the end of the ramp, token sampling
-# temperature, re-mask (Gumbel) temperature scale.
-GRID = dict(cfg_init=(1.0, 2.0, 3.0, 4.0), samp_temp_init=(1.0, 1.2),
-            temp_init=(0.5, 1.0, 2.0))
+# The tuning grids of the hand-crafted schedules, per generator.
+GRIDS = {
+    # Guidance at the end of the ramp, token sampling temperature, re-mask
+    # (Gumbel) temperature scale.
+    'maskgit': dict(cfg_init=(1.0, 2.0, 3.0, 4.0), samp_temp_init=(1.0, 1.2),
+                    temp_init=(0.5, 1.0, 2.0)),
+    # Constant guidance w, the time grid (even in t, or even in log-SNR),
+    # and the start time.
+    'sit': dict(cfg_init=(0.0, 0.5, 1.0, 1.5, 2.5, 4.0),
+                schedule=('reference', 'logsnr'), t_start=(0.01, 0.05)),
+    'dit': dict(cfg_init=(0.0, 0.5, 1.0, 1.5, 2.5, 4.0),
+                schedule=('reference', 'logsnr'), t_start=(0.9, 1.0)),
+    # Guidance (VAR's ramp to it), top-k, top-p.
+    'var': dict(cfg=(1.0, 1.5, 2.5, 4.0), top_k=(16.0, 64.0, 256.0),
+                top_p=(0.9, 0.96, 1.0)),
+}
 TUNE_SEED, TUNE_NUM = 100, 2000
 
 
 def _generator(steps: int, overrides: dict | None = None):
-  cfg = default_config.fmnist_maskgit_generator(steps)
+  """The shipped Fashion-MNIST generator of --generator at `steps`."""
+  name = _GENERATOR.value
+  if name == 'maskgit':
+    cfg = default_config.fmnist_maskgit_generator(steps)
+  elif name == 'var':
+    cfg = default_config.fmnist_var_generator()
+  else:
+    cfg = default_config.fmnist_flow_generator(name, steps)
   cfg.update(overrides or {})
   return generators.build(cfg)
 
@@ -63,8 +88,9 @@ def tune(steps: int) -> dict:
   """FD-FMNIST of every grid point on seed 100; returns the best point."""
   evaluator = evaluate.Evaluator.create('fmnist-test')
   trials = []
-  for values in itertools.product(*GRID.values()):
-    point = dict(zip(GRID, values))
+  grid = GRIDS[_GENERATOR.value]
+  for values in itertools.product(*grid.values()):
+    point = dict(zip(grid, values))
     gen, params = _generator(steps, point)
     images, labels = sample.generate_with(gen, params, TUNE_NUM, TUNE_SEED)
     fd = evaluator(images, labels)['fd']
@@ -72,7 +98,7 @@ def tune(steps: int) -> dict:
     print(f'T={steps} {point} FD {fd:.3f}', flush=True)
   best = min(trials, key=lambda r: r['fd'])
   return dict(steps=steps, seed=TUNE_SEED, num=TUNE_NUM, trials=trials,
-              best={k: best[k] for k in GRID}, best_fd=best['fd'])
+              best={k: best[k] for k in grid}, best_fd=best['fd'])
 
 
 def evaluate_method(method: str, steps: int, seeds: list[int], num: int
@@ -85,7 +111,7 @@ def evaluate_method(method: str, steps: int, seeds: list[int], num: int
     with open(arg) as f:
       overrides = json.load(f)['best']
   elif kind not in ('heuristic', 'policy'):
-    raise app.UsageError(f'unknown --method={method}')
+    raise errors.UserError(f'unknown --method={method}')
   gen, params = _generator(steps, overrides)
   per_seed = []
   for seed in seeds:
@@ -94,16 +120,18 @@ def evaluate_method(method: str, steps: int, seeds: list[int], num: int
     images, labels = sample.generate_with(gen, params, num, seed, act_fn)
     per_seed.append(evaluator(images, labels))
     print(f'{method} T={steps} seed {seed}: {per_seed[-1]}', flush=True)
-  return rows_lib.summarise(per_seed, method=method, steps=steps,
+  return rows_lib.summarise(per_seed, generator=_GENERATOR.value,
+                            method=method, steps=steps,
                             seeds=seeds, num=num, overrides=overrides)
 
 
 def table(rows_file: str) -> str:
-  lines = ['| T | method | FD-FMNIST | precision | recall | label accuracy |',
-           '|---|---|---|---|---|---|']
-  for r in sorted(rows_lib.read(rows_file), key=lambda r: r['steps']):
-    lines.append(f'| {r["steps"]} | {r.get("name") or r["method"]} | '
-                 f'{rows_lib.cells(r)} |')
+  lines = ['| generator | T | method | FD-FMNIST | precision | recall | '
+           'label accuracy |', '|---|---|---|---|---|---|---|']
+  for r in sorted(rows_lib.read(rows_file),
+                  key=lambda r: (r.get('generator', 'maskgit'), r['steps'])):
+    lines.append(f'| {r.get("generator", "maskgit")} | {r["steps"]} | '
+                 f'{r.get("name") or r["method"]} | {rows_lib.cells(r)} |')
   return '\n'.join(lines)
 
 
@@ -123,4 +151,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  sys.exit(app.run(main))
+  cli.run(main)
