@@ -510,7 +510,9 @@ def refinement_cost(num_steps: int, *, best_of: int = 1, lookahead: int = 1,
     generator_transitions: N (T + (K - 1) |S|);
     policy_forwards: N T, twice that with the blend (both actors);
     critic_forwards: N K |S| (0 without lookahead);
-    discriminator_forwards: N g (the candidate's group), 0 for N = 1.
+    discriminator_forwards: N g head forwards (the candidate's group), 0
+      for N = 1; the frozen backbone runs N times (once per candidate,
+      `score_samples`), plus g - 1 reference images per batch.
   """
   s = len(resolve_steps(num_steps, lookahead_steps)) if lookahead > 1 else 0
   transitions = best_of * (num_steps + (lookahead - 1) * s)
