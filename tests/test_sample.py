@@ -110,8 +110,16 @@ def test_shipped_policy_loads_for_its_step_count_only():
                                                  lookahead=2, lam=0.5)
   assert sorted(variables) == ['fidelity', 'lam', 'policy', 'reward']
   assert refinement.reward_model.disc.virtual_bs == 8
-  with pytest.raises(errors.UserError, match='no shipped'):
-    export.load('nonadaptive', gen)
+  # The learnable non-adaptive ablation: one action vector per step, the
+  # same for every sample whatever its features.
+  agent, params, card = export.load('nonadaptive', gen)
+  assert card['policy']['kind'] == 'nonadaptive'
+  noise = jax.random.normal(jax.random.key(0), obs.shape)
+  np.testing.assert_array_equal(agent.mean(params, obs, jnp.int32(3)),
+                                agent.mean(params, noise, jnp.int32(3)))
+  with pytest.raises(errors.UserError, match='without its reward'):
+    refine.load_refinement('nonadaptive', gen, best_of=2)
   gen4, _ = generators.build(default_config.fmnist_maskgit_generator(4))
-  with pytest.raises(errors.UserError, match='no shipped'):
-    export.load('adagen', gen4)
+  for name in ('adagen', 'nonadaptive'):
+    with pytest.raises(errors.UserError, match='no shipped'):
+      export.load(name, gen4)
