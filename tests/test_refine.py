@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from adagen_jax import errors
@@ -524,6 +525,23 @@ def test_load_refinement(gen, backbone, exported, adv, tmp_path):
   images, scores = jax.jit(refinement.sample)(variables, gp, _labels(),
                                               jax.random.key(0))
   assert images.shape == (B, 8, 8, 1) and scores.shape == (B,)
+
+
+def test_exports_with_the_whole_reward_state_still_load(gen, backbone,
+                                                        exported, adv,
+                                                        tmp_path):
+  """Exports from before the inference part was split off (Adam moments
+  and the frozen backbone included) load the same discriminator."""
+  old = tmp_path / 'old'
+  shutil.copytree(exported, old)
+  shutil.rmtree(old / 'reward')
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(str(old / 'reward'), adv[1])
+  ckptr.wait_until_finished()
+  _, variables = refine.load_refinement(str(old), gen[0], best_of=2,
+                                        backbone=backbone)
+  jax.tree.map(np.testing.assert_array_equal, variables['reward'].params,
+               adv[1].params)
 
 
 _TOY_CONFIG = '''

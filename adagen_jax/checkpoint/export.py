@@ -162,8 +162,14 @@ def load_reward_state(spec: str, generator, reward_model):
   abstract = jax.eval_shape(lambda: reward_model.init(
       jax.random.key(0), jax.numpy.zeros((8,) + tuple(generator.image_shape)),
       jax.numpy.zeros((8,), jax.numpy.int32)))
-  state = ocp.StandardCheckpointer().restore(os.path.abspath(path),
-                                             _inference_part(abstract))
+  ckptr = ocp.StandardCheckpointer()
+  saved = ckptr.metadata(os.path.abspath(path))
+  saved = getattr(saved, 'item_metadata', saved)
+  # Exports written before the inference part was split off hold the
+  # whole state (optimiser moments included); they still load.
+  whole = hasattr(saved, 'get') and saved.get('opt_state') is not None
+  state = ckptr.restore(os.path.abspath(path),
+                        abstract if whole else _inference_part(abstract))
   if isinstance(state, rewards_lib.DiscState):
     # Fresh optimiser moments: an exported discriminator is used, not
     # trained further.
