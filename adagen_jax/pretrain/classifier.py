@@ -28,6 +28,7 @@ from adagen_jax import progress
 from adagen_jax.backbones import fmnist as nets
 from adagen_jax.data import fashion_mnist
 from adagen_jax.metrics import writers
+from adagen_jax.pretrain import common
 
 
 @flax.struct.dataclass
@@ -79,9 +80,8 @@ def _make_optimizer(config, warmup_steps: int,
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, config.lr, warmup_steps, total_steps)
   # No decay on biases and normalisation scales (ndim < 2).
-  decay_mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
   return optax.adamw(schedule, weight_decay=config.weight_decay,
-                     mask=decay_mask)
+                     mask=common.weight_decay_mask)
 
 
 def _train_step(module, tx, shift, state, images, labels, rng):

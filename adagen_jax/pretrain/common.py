@@ -25,9 +25,15 @@ class EmaTrainState:
 
 def create_ema_state(params, tx) -> EmaTrainState:
   # A copy: the step donates its state, and one buffer cannot go twice.
-  return EmaTrainState(params=params, ema_params=jax.tree.map(jnp.copy, params),
+  return EmaTrainState(params=params,
+                       ema_params=jax.tree.map(jnp.copy, params),
                        opt_state=tx.init(params),
                        step=jnp.zeros((), jnp.int32))
+
+
+def weight_decay_mask(params):
+  """True for matrices and kernels: biases and norm scales get no decay."""
+  return jax.tree.map(lambda x: x.ndim > 1, params)
 
 
 def apply_gradients(state: EmaTrainState, tx, grads,

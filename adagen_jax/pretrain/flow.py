@@ -1,7 +1,7 @@
 """Trains the small Fashion-MNIST DiT / SiT shipped as assets/fmnist_{dit,sit}.
 
-  python -m adagen_jax.pretrain --config=configs/pretrain/fmnist_sit.py
-  python -m adagen_jax.pretrain --config=configs/pretrain/fmnist_dit.py
+  python -m adagen_jax.pretrain --config=configs/pretrain/fmnist_flow.py:sit
+  python -m adagen_jax.pretrain --config=configs/pretrain/fmnist_flow.py:dit
 
 A class-conditional DiT network (`dit_nets.DiT`: adaLN-Zero, no variance
 channels) on the pixels themselves (28x28x1 scaled to [-1, 1]; the generator
@@ -40,6 +40,7 @@ import numpy as np
 import optax
 
 from adagen_jax import assets
+from adagen_jax import errors
 from adagen_jax import generators
 from adagen_jax import progress
 from adagen_jax.data import fashion_mnist
@@ -95,12 +96,11 @@ def train_network(config, images: np.ndarray, labels: np.ndarray) -> dict:
   rng_init, rng_train = jax.random.split(jax.random.key(config.seed))
   params = net.init(rng_init, jnp.zeros((1,) + images.shape[1:]),
                     jnp.zeros((1,)), jnp.zeros((1,), jnp.int32))['params']
-  decay_mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
   tx = optax.chain(
       optax.clip_by_global_norm(cfg.grad_clip),
       optax.adamw(optax.warmup_cosine_decay_schedule(
           0.0, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr * 0.05),
-                  weight_decay=cfg.weight_decay, mask=decay_mask))
+                  weight_decay=cfg.weight_decay, mask=common.weight_decay_mask))
   state = common.create_ema_state(params, tx)
   step_fn = jax.jit(functools.partial(
       _train_step, net, PARADIGMS[config.paradigm], tx, cfg), donate_argnums=0)
@@ -152,8 +152,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     The metadata written next to the weights.
   """
   if config.paradigm not in PARADIGMS:
-    raise ValueError(f'config.paradigm={config.paradigm!r}; use one of '
-                     f'{sorted(PARADIGMS)}.')
+    raise errors.UserError(
+        f'config.paradigm={config.paradigm!r}; use one of '
+        f'{", ".join(sorted(PARADIGMS))} (--config=configs/pretrain/'
+        'fmnist_flow.py:sit).')
   t0 = time.time()
   output = config.output or assets.asset_path(
       f'fmnist_{config.paradigm}.msgpack')

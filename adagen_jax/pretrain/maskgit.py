@@ -220,11 +220,10 @@ def train_transformer(config, ids: np.ndarray, labels: np.ndarray,
   rng_init, rng_train = jax.random.split(rng)
   params = module.init(rng_init, jnp.asarray(ids[:2]),
                        jnp.asarray(labels[:2]))['params']
-  decay_mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
   tx = optax.adamw(
       optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup_steps,
                                          cfg.steps, cfg.lr * 0.05),
-      b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask)
+      b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=common.weight_decay_mask)
   state = common.create_ema_state(params, tx)
   step_fn = jax.jit(functools.partial(
       _transformer_step, module, tx, cfg, config.model.num_classes))

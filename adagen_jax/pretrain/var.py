@@ -208,11 +208,10 @@ def train_var(config, vae_vars, ids: np.ndarray, labels: np.ndarray,
   net, vae = var.modules_from_config(generator_config(config, ''))
   rng_init, rng_train = jax.random.split(jax.random.key(config.seed + 1))
   params = net.init(rng_init, *var_nets.init_inputs(net))['params']
-  decay_mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
   tx = optax.adamw(
       optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup_steps,
                                          cfg.steps, cfg.lr * 0.05),
-      b1=0.9, b2=0.95, weight_decay=cfg.weight_decay, mask=decay_mask)
+      b1=0.9, b2=0.95, weight_decay=cfg.weight_decay, mask=common.weight_decay_mask)
   state = common.create_ema_state(params, tx)
   step_fn = jax.jit(functools.partial(_var_step, net, vae, tx, cfg),
                     donate_argnums=1)
