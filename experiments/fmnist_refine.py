@@ -26,6 +26,7 @@ so this is best-of-N for every N at the cost of the largest, and N = 1 is
 plain sampling with the policy.
 """
 
+import functools
 import os
 import time
 
@@ -73,6 +74,15 @@ def _generator(steps: int):
   return generators.build(default_config.fmnist_maskgit_generator(steps))
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _candidates(refinement, n: int, variables, gen_params, labels, rng):
+  """One batch of n scored candidates per label (compiled once per run)."""
+  return refine.candidates(
+      refinement.generator, gen_params, labels, rng,
+      refinement.act_fn(variables), refinement.reward_model,
+      variables['reward'], n, transition=refinement.transition(variables))
+
+
 def scored_candidates(refinement, variables, gen_params, num: int, seed: int,
                       n: int, batch: int) -> tuple[np.ndarray, np.ndarray,
                                                    np.ndarray]:
@@ -83,18 +93,6 @@ def scored_candidates(refinement, variables, gen_params, num: int, seed: int,
     [num]. Batch i draws from fold_in(key(seed), i), as in sample.py.
   """
   gen = refinement.generator
-
-  @jax.jit
-  def call(v, p, labels, rng):
-    transition = None
-    if refinement.lookahead > 1:
-      transition = refine.lookahead_transition(
-          gen, refinement.agent, v['policy'], refinement.lookahead,
-          refinement.steps)
-    return refine.candidates(gen, p, labels, rng, refinement.act_fn(v),
-                             refinement.reward_model, v['reward'], n,
-                             transition=transition)
-
   labels = sample.class_balanced_labels(num, gen.num_classes)
   key = jax.random.key(seed)
   images, scores = [], []
@@ -102,8 +100,8 @@ def scored_candidates(refinement, variables, gen_params, num: int, seed: int,
   for i, start in enumerate(range(0, num, batch)):
     chunk = labels[start:start + batch]
     padded = np.pad(chunk, (0, batch - chunk.shape[0]))
-    x, s = call(variables, gen_params, jnp.asarray(padded),
-                jax.random.fold_in(key, i))
+    x, s = _candidates(refinement, n, variables, gen_params,
+                       jnp.asarray(padded), jax.random.fold_in(key, i))
     images.append(np.asarray(x)[:chunk.shape[0]])
     scores.append(np.asarray(s)[:chunk.shape[0]])
     bar.update(chunk.shape[0])

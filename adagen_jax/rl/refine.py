@@ -553,16 +553,20 @@ class Refinement:
                         variables['fidelity'], variables['lam'], zero,
                         explore=False, with_value=False)
 
+  def transition(self, variables) -> rollout_lib.Transition | None:
+    """The lookahead transition, or None (plain steps)."""
+    if self.lookahead == 1:
+      return None
+    # The main policy's critic judges the candidates, also under a blend.
+    return lookahead_transition(self.generator, self.agent,
+                                variables['policy'], self.lookahead,
+                                self.steps)
+
   def sample(self, variables, gen_params, labels: jax.Array, rng: jax.Array
              ) -> tuple[jax.Array, jax.Array | None]:
     """(images float32 [B, H, W, C], best-of-N scores [B] or None)."""
     act = self.act_fn(variables)
-    transition = None
-    if self.lookahead > 1:
-      # The main policy's critic judges the candidates, also under a blend.
-      transition = lookahead_transition(self.generator, self.agent,
-                                        variables['policy'], self.lookahead,
-                                        self.steps)
+    transition = self.transition(variables)
     if self.best_of > 1:
       images, scores, _ = best_of_n(
           self.generator, gen_params, labels, rng, act, self.reward_model,
