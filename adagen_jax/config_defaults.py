@@ -86,7 +86,7 @@ def adagen_config(generator: ml_collections.ConfigDict,
   c.log_every = 1
   c.eval_every = 50           # iterations; 0 disables periodic evaluation
   c.eval_num = 5000           # samples of a periodic FD-FMNIST evaluation
-  c.final_eval_num = 10000
+  c.final_eval_num = 10000   # 0 skips it (evaluate offline instead)
   c.checkpoint_every = 10
   c.keep_checkpoints = 3
   c.plots_every = 50

@@ -368,9 +368,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
                        config, gen, reward_state=state.reward,
                        notes={'iterations': cfg.num_iterations})
   results = {}
+  # final_eval_num=0 leaves the evaluation to experiments/fmnist_table.py
+  # (sweeps that evaluate every trained seed on the same footing).
   for tag, params in (('heuristic', None), ('adagen', state.ppo.params)):
-    metrics = evaluate_policy(params, cfg.final_eval_num, tag,
-                              cfg.num_iterations)
+    metrics = (evaluate_policy(params, cfg.final_eval_num, tag,
+                               cfg.num_iterations)
+               if cfg.final_eval_num else None)
     if metrics is not None:
       results[tag] = metrics
   actions, scores = trainer.scored_samples(state, cfg.ppo.rollout_batch)

@@ -20,7 +20,9 @@ its tuning grid is GRIDS[generator]):
 `policy:DIR` may contain `{seed}`: seed s then evaluates the policy trained
 with seed s, sampled with seed s (one number per independently trained
 policy). Rows are appended to --out as JSON lines; --stage=table prints the
-markdown table of a rows file.
+markdown table of a rows file, pooling the rows of one name (a sweep
+evaluates each training seed as it finishes:
+experiments/fmnist_maskgit_sweep.sh).
 """
 
 import itertools
@@ -126,12 +128,16 @@ def evaluate_method(method: str, steps: int, seeds: list[int], num: int
 
 
 def table(rows_file: str) -> str:
-  lines = ['| generator | T | method | FD-FMNIST | precision | recall | '
-           'label accuracy |', '|---|---|---|---|---|---|---|']
-  for r in sorted(rows_lib.read(rows_file),
-                  key=lambda r: (r.get('generator', 'maskgit'), r['steps'])):
+  lines = ['| generator | T | method | seeds x samples | FD-FMNIST | '
+           'precision | recall | label accuracy |',
+           '|---|---|---|---|---|---|---|---|']
+  # Per generator and T: the schedules first, then policies as evaluated.
+  for r in sorted(rows_lib.pool(rows_lib.read(rows_file)),
+                  key=lambda r: (r.get('generator', 'maskgit'), r['steps'],
+                                 r['method'].startswith('policy'))):
     lines.append(f'| {r.get("generator", "maskgit")} | {r["steps"]} | '
-                 f'{r.get("name") or r["method"]} | {rows_lib.cells(r)} |')
+                 f'{r.get("name") or r["method"]} | '
+                 f'{len(r["seeds"])} x {r["num"]} | {rows_lib.cells(r)} |')
   return '\n'.join(lines)
 
 

@@ -27,6 +27,27 @@ def read(path: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def pool(rows: list[dict]) -> list[dict]:
+  """Merges rows of one (generator, steps, name), in first-seen order.
+
+  A sweep evaluates each independently trained seed on its own (one row per
+  training seed); the table wants one row per method over all of them.
+  """
+  groups = {}
+  for r in rows:
+    key = (r.get('generator', 'maskgit'), r['steps'],
+           r.get('name') or r['method'])
+    groups.setdefault(key, []).append(r)
+  pooled = []
+  for group in groups.values():
+    per_seed = [{m: v for m, v in zip(METRICS, vals)} for vals in zip(
+        *[sum((r[m]['values'] for r in group), []) for m in METRICS])]
+    first = {k: v for k, v in group[0].items() if k not in METRICS}
+    first['seeds'] = sum((list(r['seeds']) for r in group), [])
+    pooled.append(summarise(per_seed, **first))
+  return pooled
+
+
 def cells(row: dict) -> str:
   """'mean +- std' of every metric, joined as markdown table cells."""
   return ' | '.join(f'{row[m]["mean"]:.{2 if m == "fd" else 3}f} +- '

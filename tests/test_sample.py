@@ -119,7 +119,14 @@ def test_shipped_policy_loads_for_its_step_count_only():
                                 agent.mean(params, noise, jnp.int32(3)))
   with pytest.raises(errors.UserError, match='without its reward'):
     refine.load_refinement('nonadaptive', gen, best_of=2)
+  # T=4 ships both policies, without a discriminator; T=16 ships none.
   gen4, _ = generators.build(default_config.fmnist_maskgit_generator(4))
+  for name, kind in (('adagen', 'adaptive'), ('nonadaptive', 'nonadaptive')):
+    _, _, card = export.load(name, gen4)
+    assert card['num_steps'] == 4 and card['policy']['kind'] == kind
+  with pytest.raises(errors.UserError, match='without its reward'):
+    refine.load_refinement('adagen', gen4, best_of=2)
+  gen16, _ = generators.build(default_config.fmnist_maskgit_generator(16))
   for name in ('adagen', 'nonadaptive'):
     with pytest.raises(errors.UserError, match='no shipped'):
-      export.load(name, gen4)
+      export.load(name, gen16)

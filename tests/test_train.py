@@ -76,7 +76,11 @@ def _params(workdir, config):
 def test_resume_reproduces_uninterrupted_run(weights, tmp_path):
   full, split = str(tmp_path / 'full'), str(tmp_path / 'split')
   results = train.train_and_evaluate(tiny_config(weights), full)
-  train.train_and_evaluate(tiny_config(weights, num_iterations=2), split)
+  # final_eval_num=0 skips the end-of-run evaluation, not the export.
+  assert train.train_and_evaluate(
+      tiny_config(weights, num_iterations=2, final_eval_num=0), split) == {}
+  assert os.path.exists(os.path.join(split, 'policy/policy.json'))
+  assert not os.path.exists(os.path.join(split, 'samples_adagen.png'))
   train.train_and_evaluate(tiny_config(weights), split)  # resumes at 2
   (s1, a), (s2, b) = _params(full, tiny_config(weights)), _params(
       split, tiny_config(weights))
