@@ -49,7 +49,13 @@ def pool(rows: list[dict]) -> list[dict]:
 
 
 def cells(row: dict) -> str:
-  """'mean +- std' of every metric, joined as markdown table cells."""
-  return ' | '.join(f'{row[m]["mean"]:.{2 if m == "fd" else 3}f} +- '
-                    f'{row[m]["std"]:.{2 if m == "fd" else 3}f}'
-                    for m in METRICS)
+  """'mean +- std' of every metric (the mean alone for one seed), joined as
+  markdown table cells."""
+  out = []
+  for m in METRICS:
+    digits = 2 if m == 'fd' else 3
+    cell = f'{row[m]["mean"]:.{digits}f}'
+    if len(row[m]['values']) > 1:
+      cell += f' +- {row[m]["std"]:.{digits}f}'
+    out.append(cell)
+  return ' | '.join(out)
