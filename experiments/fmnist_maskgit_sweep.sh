@@ -11,9 +11,9 @@
 # PARALLEL jobs run at once, each pinned to its own core (taskset) so they
 # do not fight over the same cores. JOBs are 'VARIANT T SEED' (or
 # 'heuristic T' / 'tuned T'); the default list, in priority order, is printed
-# by `JOBS=list`. A run whose
-# policy exists is not retrained and a job already evaluated is skipped, so an
-# interrupted sweep is resumed by running the same command again.
+# by `JOBS=list`. A run whose policy exists is not retrained and a job already
+# evaluated is skipped, so an interrupted sweep is resumed by running the same
+# command again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-runs/sweep}
@@ -22,14 +22,16 @@ shift $(( $# < 2 ? $# : 2 ))
 mkdir -p "$runs"
 
 # What each variant adds to the embedded default (adagen_jax/default_config.py).
+# The adversarial discriminator of the shipped policies: 3 steps, lr 3e-4.
+strong_d='--config.reward.d_steps=3 --config.reward.lr=3e-4'
 declare -A FLAGS=(
-  [adversarial]='--config.reward.d_steps=3 --config.reward.lr=3e-4'
-  [nonadaptive]='--config.policy.kind=nonadaptive --config.reward.d_steps=3 --config.reward.lr=3e-4'
+  [adversarial]=$strong_d
+  [nonadaptive]="--config.policy.kind=nonadaptive $strong_d"
   [fd]='--config.reward.name=fd'
   [static]='--config.reward.name=static'
   # Ablation: each sample normalised on its own in the discriminator heads
   # (virtual batch 1), so it cannot score a group's diversity.
-  [adversarial_vbs1]='--config.reward.d_steps=3 --config.reward.lr=3e-4 --config.reward.virtual_bs=1'
+  [adversarial_vbs1]="$strong_d --config.reward.virtual_bs=1"
 )
 declare -A NAMES=(
   [adversarial]='AdaGen, adversarial reward'
@@ -42,6 +44,11 @@ declare -A NAMES=(
 )
 
 run_job() {  # VARIANT T [SEED]
+  if [[ -z ${NAMES[${1:-none}]:-} ]]; then
+    echo "unknown job '$*'; use 'VARIANT T SEED' with VARIANT one of" \
+      "${!FLAGS[*]}, or 'heuristic T' / 'tuned T'" >&2
+    exit 2
+  fi
   local variant=$1 steps=$2 seed=${3:-} dir method seeds name=${NAMES[$1]}
   if [[ $variant == heuristic || $variant == tuned ]]; then
     dir=$runs/${variant}_T$steps seeds=0,1,2

@@ -40,8 +40,9 @@ def pool(rows: list[dict]) -> list[dict]:
     groups.setdefault(key, []).append(r)
   pooled = []
   for group in groups.values():
-    per_seed = [{m: v for m, v in zip(METRICS, vals)} for vals in zip(
-        *[sum((r[m]['values'] for r in group), []) for m in METRICS])]
+    values = {m: [v for r in group for v in r[m]['values']] for m in METRICS}
+    per_seed = [{m: values[m][i] for m in METRICS}
+                for i in range(len(values[METRICS[0]]))]
     first = {k: v for k, v in group[0].items() if k not in METRICS}
     first['seeds'] = sum((list(r['seeds']) for r in group), [])
     pooled.append(summarise(per_seed, **first))
