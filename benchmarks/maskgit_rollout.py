@@ -12,7 +12,6 @@ Results go into docs/RESULTS.md by hand, with the command and machine.
 """
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +20,7 @@ import ml_collections
 from adagen_jax.generators import maskgit
 from adagen_jax.rl import policy as policy_lib
 from adagen_jax.rl import rollout as rollout_lib
+import timing
 
 SIZES = {
     # AdaGen's MaskGIT-L (ImprovedNAT / AutoNAT-L): 25 blocks of width 768.
@@ -29,22 +29,6 @@ SIZES = {
     'tiny': dict(width=64, depth=4, heads=4, tokens=7, codebook_size=128,
                  num_classes=10, hidden=64),
 }
-
-
-def _time(fn, *args, repeats=3):
-  jax.block_until_ready(fn(*args))  # compile + warm up
-  best = float('inf')
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - t0)
-  return best
-
-
-def matmul_tflops(dtype, n=8192 if jax.default_backend() != 'cpu' else 1024):
-  a = jnp.ones((n, n), dtype)
-  f = jax.jit(lambda a: a @ a)
-  return 2 * n**3 / _time(f, a) / 1e12
 
 
 def forward_flops(size, tokens):
@@ -100,7 +84,7 @@ def main():
                                keep_obs=False).images
 
   run = jax.jit(run, static_argnums=3)
-  peak = matmul_tflops(dtype)
+  peak = timing.matmul_tflops(dtype)
   flops_per_image = 2 * forward_flops(size, tokens) * (args.steps + 1)
   print(f'backend {jax.default_backend()} ({jax.devices()[0].device_kind}), '
         f'{args.size}, T={args.steps}, {args.dtype}, measured matmul '
@@ -108,11 +92,11 @@ def main():
   print('batch  img/s(policy)  img/s(heuristic)  policy share  MFU   peak GiB')
   for b in [int(x) for x in args.batches.split(',')]:
     labels = jnp.arange(b, dtype=jnp.int32) % size['num_classes']
-    t_pol = _time(run, agent_params, labels, jax.random.key(3), True)
-    t_heu = _time(run, agent_params, labels, jax.random.key(3), False)
+    rng = jax.random.key(3)
+    t_pol = timing.time_fn(run, agent_params, labels, rng, True)
+    t_heu = timing.time_fn(run, agent_params, labels, rng, False)
     mfu = flops_per_image * b / t_pol / 1e12 / peak
-    stats = jax.devices()[0].memory_stats() or {}
-    mem = stats.get('peak_bytes_in_use', 0) / 2**30
+    mem = timing.peak_memory_gib()
     print(f'{b:5d}  {b / t_pol:13.1f}  {b / t_heu:16.1f}  '
           f'{max(0.0, 1 - t_heu / t_pol):11.1%}  {mfu:5.1%}  {mem:8.2f}')
 

@@ -12,7 +12,6 @@ the epoch scan).
 """
 
 import argparse
-import time
 
 import flax.linen as nn
 import jax
@@ -20,6 +19,7 @@ import jax.numpy as jnp
 
 from adagen_jax.rl import policy as policy_lib
 from adagen_jax.rl import ppo as ppo_lib
+import timing
 
 # (tokens N, feature width C, policy hidden, action dims A)
 SIZES = {
@@ -53,13 +53,7 @@ def time_update(size: str, trajectories: int, steps: int, epochs: int,
   state = ppo_lib.create_train_state(params, 1e-5)
   update = jax.jit(lambda s, b: ppo_lib.ppo_update(
       s, agent, b, jnp.float32(0.6), ppo_lib.PPOConfig(epochs=epochs)))
-  jax.block_until_ready(update(state, batch))
-  best = float('inf')
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(update(state, batch))
-    best = min(best, time.perf_counter() - t0)
-  return best
+  return timing.time_fn(update, state, batch, repeats=repeats)
 
 
 def main():

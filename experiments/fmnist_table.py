@@ -22,7 +22,7 @@ with seed s, sampled with seed s (one number per independently trained
 policy). Rows are appended to --out as JSON lines; --stage=table prints the
 markdown table of a rows file, pooling the rows of one name (a sweep
 evaluates each training seed as it finishes:
-experiments/fmnist_maskgit_sweep.sh).
+experiments/fmnist_sweep.sh).
 """
 
 import itertools

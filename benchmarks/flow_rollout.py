@@ -1,0 +1,155 @@
+"""Rollout speed of DiT / SiT with the AdaGen policy (random weights).
+
+  python benchmarks/flow_rollout.py --size=dit_xl --paradigm=dit \
+      --batches=64,256 --nfe=16 --dtype=bfloat16    # on a GPU (H100 figures)
+  python benchmarks/flow_rollout.py --size=dit_xl --paradigm=sit \
+      --batches=64,256 --nfe=16 --dtype=bfloat16    # SiT-XL/2, same network
+  python benchmarks/flow_rollout.py --size=tiny --paradigm=dit --batches=8
+  python benchmarks/flow_rollout.py --size=tiny --paradigm=sit --batches=8
+
+`dit_xl` is the generator section of configs/dit_xl.py (or configs/sit_xl.py
+with --paradigm=sit): DiT-XL/2 on 32 x 32 x 4 latents, DPM-Solver++ 2S,
+guidance on, with `random_init=True`; `tiny` is the Fashion-MNIST pixel-space
+DiT / SiT of adagen_jax/default_config.py (28 x 28 x 1, width 128, depth 6),
+random weights. The policy is the reference's PolicyNet (hidden 512; 64 for
+tiny).
+
+The timed rollout stops at the latents, as the reference's FLOPs do: the
+generator is built with the parameter-free 'pixels' decoder, so the SD-VAE
+decode is not run. --decode builds the configs' SD-VAE decoder (random
+weights) and times it as part of the rollout; the FLOPs (and so the MFU)
+still count the DiT only.
+
+Prints one row per batch size: images/s of the rollout with the policy, the
+same rollout with the hand-crafted time grid (the policy's share of the time
+is 1 - t_heuristic / t_policy), model FLOPs utilisation (matmul FLOPs of one
+DiT forward per image x 2 NFE forwards: every evaluation runs the
+conditional and the unconditional pass) against a measured dense matmul rate
+in the same dtype, and peak device memory so far where the backend reports
+it. Times are the best of 3 after a warm-up (compile) run. Results go into
+docs/RESULTS.md by hand, with the command and machine.
+"""
+
+import argparse
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+
+from adagen_jax import default_config
+from adagen_jax.generators import dit
+from adagen_jax.generators import dit_nets
+from adagen_jax.generators import sit
+from adagen_jax.rl import policy as policy_lib
+from adagen_jax.rl import rollout as rollout_lib
+import timing
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = {'dit': dit.build, 'sit': sit.build}
+SIZES = ('dit_xl', 'tiny')
+
+
+def _load_config_module(name: str):
+  """configs/NAME.py of this repository, imported by path."""
+  path = os.path.join(_REPO, 'configs', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'_config_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def generator_config(size: str, paradigm: str, nfe: int, dtype: str,
+                     decode: bool):
+  """The config.generator section to time, with random weights."""
+  if size == 'dit_xl':
+    cfg = _load_config_module(f'{paradigm}_xl').generator()
+    cfg.decoder = 'sd_vae' if decode else 'pixels'
+  else:
+    cfg = default_config.fmnist_flow_generator(paradigm)  # decoder 'pixels'
+  cfg.steps = nfe
+  cfg.random_init = True
+  cfg.dtype = dtype
+  return cfg
+
+
+def forward_flops(net) -> int:
+  """Matmul FLOPs (2 per MAC) of one DiT forward of one image.
+
+  Patch embedding, per block qkv + proj + MLP on N tokens, attention scores
+  and values (2 N^2 D MACs), the adaLN modulations and timestep MLP (per
+  image), and the final linear. DiT-XL/2 at 256: ~237 GFLOP (the DiT paper's
+  118.6 "Gflops" counts multiply-adds).
+  """
+  n, d, p = net.num_tokens, net.hidden_size, net.patch_size
+  hidden = int(d * net.mlp_ratio)
+  macs = n * p * p * net.in_channels * d                    # x_embedder
+  macs += dit_nets.FREQ_DIM * d + d * d                 # t_embedder
+  per_block = n * (3 * d * d + d * d + 2 * d * hidden)      # qkv, proj, mlp
+  per_block += 2 * n * n * d                                # q k^T, a v
+  per_block += d * 6 * d                                    # adaLN
+  macs += net.depth * per_block
+  macs += d * 2 * d + n * d * p * p * net.out_channels      # final layer
+  return 2 * macs
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument('--size', default='tiny', choices=SIZES)
+  p.add_argument('--paradigm', default='dit', choices=sorted(BUILD))
+  p.add_argument('--batches', default='8')
+  p.add_argument('--nfe', type=int, default=16)
+  p.add_argument('--dtype', default='float32')
+  p.add_argument('--decode', action='store_true',
+                 help='dit_xl: also run the SD-VAE decode (random weights)')
+  p.add_argument('--hidden', type=int, default=None,
+                 help='policy width (default 512; 64 for tiny)')
+  args = p.parse_args()
+  dtype = jnp.dtype(args.dtype)
+  batches = [int(x) for x in args.batches.split(',')]
+  for b in batches:
+    if b % 8:
+      raise SystemExit(f'--batches: {b} is not a multiple of 8.')
+
+  gen_cfg = generator_config(args.size, args.paradigm, args.nfe, args.dtype,
+                             args.decode)
+  gen, params = BUILD[args.paradigm](gen_cfg)
+  hidden = args.hidden or (64 if args.size == 'tiny' else 512)
+  agent = policy_lib.make_agent(gen.action_spec.size, gen.num_steps,
+                                hidden_size=hidden)
+  agent_params = agent.init(jax.random.key(2), gen.obs_shape)
+
+  # Parameters are arguments, not closed-over constants XLA would fold.
+  def run(params, agent_params, labels, rng, use_policy):
+    act = (agent.make_act_fn(agent_params, jnp.float32(0.0), False)
+           if use_policy else None)
+    return rollout_lib.rollout(gen, params, labels, rng, act,
+                               keep_obs=False).images
+
+  run = jax.jit(run, static_argnums=4)
+  peak = timing.matmul_tflops(dtype)
+  forwards = 2 * gen.nfe  # cond + uncond per model evaluation
+  flops_per_image = forward_flops(gen.net) * forwards
+  net = gen.net
+  print(f'backend {jax.default_backend()} ({jax.devices()[0].device_kind}), '
+        f'{args.size} {args.paradigm} (latent {gen.latent_shape}, patch '
+        f'{net.patch_size}, width {net.hidden_size}, depth {net.depth}), '
+        f'NFE={gen.nfe} ({gen.num_steps} decisions, {forwards} forwards per '
+        f'image), {args.dtype}, decode '
+        f'{"sd_vae" if args.decode and args.size != "tiny" else "none"}, '
+        f'measured matmul {peak:.1f} TFLOP/s, '
+        f'{flops_per_image / 1e9:.1f} GFLOP/image')
+  print('batch  img/s(policy)  img/s(heuristic)  policy share  MFU   peak GiB')
+  for b in batches:
+    labels = jnp.arange(b, dtype=jnp.int32) % gen.num_classes
+    rng = jax.random.key(3)
+    t_pol = timing.time_fn(run, params, agent_params, labels, rng, True)
+    t_heu = timing.time_fn(run, params, agent_params, labels, rng, False)
+    mfu = flops_per_image * b / t_pol / 1e12 / peak
+    mem = timing.peak_memory_gib()
+    print(f'{b:5d}  {b / t_pol:13.1f}  {b / t_heu:16.1f}  '
+          f'{max(0.0, 1 - t_heu / t_pol):11.1%}  {mfu:5.1%}  {mem:8.2f}')
+
+
+if __name__ == '__main__':
+  main()

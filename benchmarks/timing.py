@@ -1,0 +1,47 @@
+"""Timing helpers shared by the benchmark scripts (import as `timing`).
+
+The scripts run as `python benchmarks/NAME.py`, which puts this directory on
+sys.path, so `import timing` finds this module.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+
+
+def time_fn(fn, *args, repeats=3):
+  """Best wall time in seconds of `fn(*args)` over `repeats` timed runs.
+
+  One untimed call first compiles and warms up; every call is waited for
+  with `jax.block_until_ready`.
+  """
+  jax.block_until_ready(fn(*args))  # compile + warm up
+  best = float('inf')
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    best = min(best, time.perf_counter() - t0)
+  return best
+
+
+def matmul_tflops(dtype, n=None):
+  """Measured dense [n, n] x [n, n] matmul rate in TFLOP/s (2 per MAC).
+
+  n defaults to 8192 on accelerators and 1024 on the CPU.
+  """
+  if n is None:
+    n = 8192 if jax.default_backend() != 'cpu' else 1024
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda a: a @ a)
+  return 2 * n**3 / time_fn(f, a) / 1e12
+
+
+def peak_memory_gib(device=None):
+  """Peak bytes in use on `device` so far in this process, in GiB.
+
+  0.0 where the backend keeps no memory statistics (e.g. the CPU).
+  """
+  device = device or jax.devices()[0]
+  stats = device.memory_stats() or {}
+  return stats.get('peak_bytes_in_use', 0) / 2**30

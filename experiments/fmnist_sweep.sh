@@ -1,0 +1,129 @@
+#!/bin/bash
+# The results tables of a shipped Fashion-MNIST generator (issues 4, 5, 6):
+# trains every policy variant at each step count for each training seed,
+# evaluates each trained seed on 10 000 class-balanced samples (sampling
+# seed = training seed), and evaluates the hand-crafted and tuned schedules
+# on the same seeds.
+#
+#   bash experiments/fmnist_sweep.sh [RUNS] [PARALLEL] [JOB...]
+#   GENERATOR=sit EXTRA='--config.ppo.trajectories=1024' \
+#       bash experiments/fmnist_sweep.sh runs/sit_sweep 8
+#   python experiments/fmnist_table.py --stage=table --out=RUNS/rows.jsonl
+#
+# GENERATOR is maskgit (default; the embedded default config), sit, dit or
+# var (configs/fmnist_GENERATOR.py); EXTRA is added to every training
+# command (e.g. a GPU's larger batches). The tuned schedule is read from
+# docs/results/tuned_[GENERATOR_]T<steps>.json (MaskGIT has no prefix) and
+# tuned first (fmnist_table.py --stage=tune) where that file is missing.
+#
+# RUNS (default runs/sweep) holds one workdir per run, its log and rows.jsonl.
+# PARALLEL jobs run at once, each pinned to its own core (taskset; cores
+# FIRST_CORE, FIRST_CORE + 1, ...) so they do not fight over the same cores.
+# JOBs are 'VARIANT T SEED' (or 'heuristic T' / 'tuned T'); the default list,
+# in priority order, is printed by `JOBS=list`. A run whose policy exists is not retrained and a job already
+# evaluated is skipped, so an interrupted sweep is resumed by running the same
+# command again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-runs/sweep}
+parallel=${2:-1}
+shift $(( $# < 2 ? $# : 2 ))
+mkdir -p "$runs"
+gen=${GENERATOR:-maskgit}
+case $gen in
+  maskgit) prefix='' config='' step_counts='4 8'
+    variants='adversarial nonadaptive fd static' ;;
+  sit|dit|var) prefix=${gen}_ config=--config=configs/fmnist_$gen.py
+    step_counts='4 8' variants='adversarial nonadaptive'
+    [[ $gen == var ]] && step_counts=6 ;;  # one step per scale
+  *) echo "GENERATOR=$gen; use maskgit, sit, dit or var" >&2; exit 2 ;;
+esac
+
+# What each variant adds to the embedded default (adagen_jax/default_config.py).
+# The adversarial discriminator of the shipped policies: 3 steps, lr 3e-4.
+strong_d='--config.reward.d_steps=3 --config.reward.lr=3e-4'
+declare -A FLAGS=(
+  [adversarial]=$strong_d
+  [nonadaptive]="--config.policy.kind=nonadaptive $strong_d"
+  [fd]='--config.reward.name=fd'
+  [static]='--config.reward.name=static'
+  # Ablation: each sample normalised on its own in the discriminator heads
+  # (virtual batch 1), so it cannot score a group's diversity.
+  [adversarial_vbs1]="$strong_d --config.reward.virtual_bs=1"
+)
+declare -A NAMES=(
+  [adversarial]='AdaGen, adversarial reward'
+  [nonadaptive]='AdaGen non-adaptive, adversarial reward'
+  [fd]='AdaGen, FD reward'
+  [static]='AdaGen, static reward (classifier confidence)'
+  [adversarial_vbs1]='AdaGen, adversarial reward, per-sample discriminator'
+  [heuristic]='hand-crafted (reference constants)'
+  [tuned]='tuned hand-crafted'
+)
+
+run_job() {  # VARIANT T [SEED]
+  if [[ -z ${NAMES[${1:-none}]:-} ]]; then
+    echo "unknown job '$*'; use 'VARIANT T SEED' with VARIANT one of" \
+      "${!FLAGS[*]}, or 'heuristic T' / 'tuned T'" >&2
+    exit 2
+  fi
+  local variant=$1 steps=$2 seed=${3:-} dir method seeds name=${NAMES[$1]}
+  if [[ $variant == heuristic || $variant == tuned ]]; then
+    dir=$runs/${prefix}${variant}_T$steps seeds=0,1,2
+    method=$variant
+    if [[ $variant == tuned ]]; then
+      local tuned=docs/results/tuned_${prefix}T$steps.json
+      [[ -f $tuned ]] || python experiments/fmnist_table.py --stage=tune \
+        --generator="$gen" --steps="$steps" --out="$tuned" >> "$dir.log" 2>&1
+      method=tuned:$tuned
+    fi
+  else
+    dir=$runs/${prefix}${variant}_T${steps}_s$seed seeds=$seed
+    method=policy:$dir/policy
+    if [[ ! -f $dir/policy/policy.json ]]; then
+      # shellcheck disable=SC2086
+      python -m adagen_jax.main $config --workdir="$dir" ${FLAGS[$variant]} \
+        --config.generator.steps="$steps" --config.seed="$seed" \
+        --config.final_eval_num=0 ${EXTRA:-} >> "$dir.log" 2>&1
+    fi
+  fi
+  [[ -f $dir.evaluated ]] && return 0
+  python experiments/fmnist_table.py --stage=eval --generator="$gen" \
+    --steps="$steps" --method="$method" --seeds="$seeds" \
+    --num="${EVAL_NUM:-10000}" --name="$name" --out="$runs/rows.jsonl" >> "$dir.log" 2>&1
+  touch "$dir.evaluated"
+  echo "$(date +%H:%M) done: $gen $*"
+}
+
+default_jobs() {
+  for seed in 0 1 2; do
+    for steps in $step_counts; do
+      for variant in $variants; do
+        echo "$variant $steps $seed"
+      done
+      if [[ $gen == maskgit && $steps == 4 ]]; then
+        echo "adversarial_vbs1 4 $seed"
+      fi
+    done
+    if [[ $seed == 0 ]]; then
+      for steps in $step_counts; do
+        printf '%s\n' "heuristic $steps" "tuned $steps"
+      done
+    fi
+  done
+}
+
+if [[ ${JOBS:-} == list ]]; then default_jobs; exit 0; fi
+if [[ ${1:-} == --run ]]; then  # one job on core $2 (xargs calls this)
+  if (( parallel > 1 )); then
+    taskset -cp $(( ${FIRST_CORE:-0} + $2 )) $$ > /dev/null ||
+      echo "not pinned: core $(( ${FIRST_CORE:-0} + $2 )) is missing" >&2
+  fi
+  shift 2
+  run_job "$@"
+  exit 0
+fi
+{ if (( $# )); then printf '%s\n' "$@"; else default_jobs; fi; } |
+  RUNS=$runs GENERATOR=$gen xargs -P "$parallel" -L1 --process-slot-var=SLOT \
+    sh -c 'exec bash "$0" "$RUNS" '"$parallel"' --run "$SLOT" "$@"' \
+    "$0"
