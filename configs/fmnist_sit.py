@@ -8,10 +8,16 @@
 
 `:steps=NFE` sets the model evaluations (the policy makes NFE + 1
 decisions: the start time, then a time and a guidance weight after each
-evaluation). The first command trains the network (adagen_jax/assets/
-fmnist_sit.*); without it the others stop with that command. RL settings are
+evaluation). The network ships (adagen_jax/assets/fmnist_sit.*; an interim
+1200-step CPU run, docs/RESULTS.md); the first command retrains it at full
+length (6000 steps, sized for a GPU). RL settings are
 the 2-core CPU ones of the embedded default (adagen_jax/default_config.py);
 for a GPU raise ppo.trajectories and num_iterations.
+
+Expected at 4 NFE (docs/RESULTS.md, 10k samples, interim network): the
+hand-crafted grid FD-FMNIST 60.2; the adversarial policy of
+`GENERATOR=sit bash experiments/fmnist_sweep.sh` (~15 min on one CPU core)
+72.5 (it lowers the guidance; a miss, explained there).
 """
 
 from adagen_jax import config_defaults

@@ -130,3 +130,16 @@ def test_shipped_policy_loads_for_its_step_count_only():
   for name in ('adagen', 'nonadaptive'):
     with pytest.raises(errors.UserError, match='no shipped'):
       export.load(name, gen16)
+
+
+def test_shipped_sit_policies_load_at_4_nfe():
+  from adagen_jax import default_config  # pylint: disable=g-import-not-at-top
+  from adagen_jax import generators  # pylint: disable=g-import-not-at-top
+  from adagen_jax.checkpoint import export  # pylint: disable=g-import-not-at-top
+  gen, _ = generators.build(default_config.fmnist_flow_generator('sit', 4))
+  obs = jnp.zeros((2,) + tuple(gen.obs_shape))
+  for name, kind in (('adagen', 'adaptive'), ('nonadaptive', 'nonadaptive')):
+    agent, params, card = export.load(name, gen)
+    assert card['num_steps'] == gen.num_steps and card['policy']['kind'] == kind
+    assert agent.mean(params, obs, jnp.int32(0)).shape == (
+        2, gen.action_spec.size)

@@ -86,11 +86,16 @@ def _inference_part(reward_state):
   return reward_state
 
 
+def _steps(generator) -> int:
+  """The user's --steps: generation steps, or NFE for the ODE samplers."""
+  return generator.identity().get('steps', generator.num_steps)
+
+
 def shipped_policy_dir(generator, kind: str) -> str:
   """Package folder of the shipped policy for this generator and T."""
   weights = generator.identity().get('weights', generator.name)
   return assets.asset_path(os.path.join(
-      'policies', f'{weights}_T{generator.num_steps}_{kind}'))
+      'policies', f'{weights}_T{_steps(generator)}_{kind}'))
 
 
 def resolve(spec: str, generator) -> str:
@@ -99,7 +104,7 @@ def resolve(spec: str, generator) -> str:
     if not os.path.isdir(path):
       raise errors.UserError(
           f'no shipped {spec!r} policy for {generator.identity().get("weights")}'
-          f' at T={generator.num_steps} (looked in {path}); train one with '
+          f' at T={_steps(generator)} (looked in {path}); train one with '
           'python -m adagen_jax.main --config=... and pass --policy=WORKDIR/'
           'policy, or use --steps with a shipped step count.')
     return path
