@@ -139,17 +139,8 @@ def main():
         f'{"sd_vae" if args.decode and args.size != "tiny" else "none"}, '
         f'measured matmul {peak:.1f} TFLOP/s, '
         f'{flops_per_image / 1e9:.1f} GFLOP/image')
-  print('batch  img/s(policy)  img/s(heuristic)  policy share  MFU   peak GiB')
-  for b in batches:
-    labels = jnp.arange(b, dtype=jnp.int32) % gen.num_classes
-    rng = jax.random.key(3)
-    t_pol = timing.time_fn(run, params, agent_params, labels, rng, True)
-    t_heu = timing.time_fn(run, params, agent_params, labels, rng, False)
-    mfu = flops_per_image * b / t_pol / 1e12 / peak
-    mem = timing.peak_memory_gib()
-    print(f'{b:5d}  {b / t_pol:13.1f}  {b / t_heu:16.1f}  '
-          f'{max(0.0, 1 - t_heu / t_pol):11.1%}  {mfu:5.1%}  {mem:8.2f}')
-
+  timing.print_rollout_rows(run, (params, agent_params), batches, gen.num_classes,
+                            flops_per_image, peak)
 
 if __name__ == '__main__':
   main()

@@ -89,17 +89,8 @@ def main():
   print(f'backend {jax.default_backend()} ({jax.devices()[0].device_kind}), '
         f'{args.size}, T={args.steps}, {args.dtype}, measured matmul '
         f'{peak:.1f} TFLOP/s, {flops_per_image / 1e9:.1f} GFLOP/image')
-  print('batch  img/s(policy)  img/s(heuristic)  policy share  MFU   peak GiB')
-  for b in [int(x) for x in args.batches.split(',')]:
-    labels = jnp.arange(b, dtype=jnp.int32) % size['num_classes']
-    rng = jax.random.key(3)
-    t_pol = timing.time_fn(run, agent_params, labels, rng, True)
-    t_heu = timing.time_fn(run, agent_params, labels, rng, False)
-    mfu = flops_per_image * b / t_pol / 1e12 / peak
-    mem = timing.peak_memory_gib()
-    print(f'{b:5d}  {b / t_pol:13.1f}  {b / t_heu:16.1f}  '
-          f'{max(0.0, 1 - t_heu / t_pol):11.1%}  {mfu:5.1%}  {mem:8.2f}')
-
+  timing.print_rollout_rows(run, (agent_params,), [int(x) for x in args.batches.split(',')], size['num_classes'],
+                            flops_per_image, peak)
 
 if __name__ == '__main__':
   main()

@@ -45,3 +45,23 @@ def peak_memory_gib(device=None):
   device = device or jax.devices()[0]
   stats = device.memory_stats() or {}
   return stats.get('peak_bytes_in_use', 0) / 2**30
+
+
+def print_rollout_rows(run, leading, batches, num_classes, flops_per_image,
+                       peak_tflops):
+  """The rollout table: `run(*leading, labels, rng, use_policy)` per batch.
+
+  One row per batch size: images/s with the policy and with the
+  hand-crafted schedule (the policy's share is the difference), model FLOPs
+  utilisation against `peak_tflops`, and peak device memory so far.
+  """
+  print('batch  img/s(policy)  img/s(heuristic)  policy share  MFU   peak GiB')
+  for b in batches:
+    labels = jnp.arange(b, dtype=jnp.int32) % num_classes
+    rng = jax.random.key(3)
+    t_pol = time_fn(run, *leading, labels, rng, True)
+    t_heu = time_fn(run, *leading, labels, rng, False)
+    mfu = flops_per_image * b / t_pol / 1e12 / peak_tflops
+    print(f'{b:5d}  {b / t_pol:13.1f}  {b / t_heu:16.1f}  '
+          f'{max(0.0, 1 - t_heu / t_pol):11.1%}  {mfu:5.1%}  '
+          f'{peak_memory_gib():8.2f}')
