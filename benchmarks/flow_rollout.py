@@ -42,7 +42,6 @@ from adagen_jax.generators import dit
 from adagen_jax.generators import dit_nets
 from adagen_jax.generators import sit
 from adagen_jax.rl import policy as policy_lib
-from adagen_jax.rl import rollout as rollout_lib
 import timing
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,14 +118,7 @@ def main():
                                 hidden_size=hidden)
   agent_params = agent.init(jax.random.key(2), gen.obs_shape)
 
-  # Parameters are arguments, not closed-over constants XLA would fold.
-  def run(params, agent_params, labels, rng, use_policy):
-    act = (agent.make_act_fn(agent_params, jnp.float32(0.0), False)
-           if use_policy else None)
-    return rollout_lib.rollout(gen, params, labels, rng, act,
-                               keep_obs=False).images
-
-  run = jax.jit(run, static_argnums=4)
+  run = timing.jitted_rollout(gen, agent)
   peak = timing.matmul_tflops(dtype)
   forwards = 2 * gen.nfe  # cond + uncond per model evaluation
   flops_per_image = forward_flops(gen.net) * forwards
@@ -139,8 +131,8 @@ def main():
         f'{"sd_vae" if args.decode and args.size != "tiny" else "none"}, '
         f'measured matmul {peak:.1f} TFLOP/s, '
         f'{flops_per_image / 1e9:.1f} GFLOP/image')
-  timing.print_rollout_rows(run, (params, agent_params), batches, gen.num_classes,
-                            flops_per_image, peak)
+  timing.print_rollout_rows(run, params, agent_params, batches,
+                            gen.num_classes, flops_per_image, peak)
 
 if __name__ == '__main__':
   main()

@@ -19,7 +19,6 @@ import ml_collections
 
 from adagen_jax.generators import maskgit
 from adagen_jax.rl import policy as policy_lib
-from adagen_jax.rl import rollout as rollout_lib
 import timing
 
 SIZES = {
@@ -77,20 +76,15 @@ def main():
   agent = policy_lib.make_agent(4, args.steps, hidden_size=size['hidden'])
   agent_params = agent.init(jax.random.key(2), gen.obs_shape)
 
-  def run(agent_params, labels, rng, use_policy):
-    act = (agent.make_act_fn(agent_params, jnp.float32(0.0), False)
-           if use_policy else None)
-    return rollout_lib.rollout(gen, params, labels, rng, act,
-                               keep_obs=False).images
-
-  run = jax.jit(run, static_argnums=3)
+  run = timing.jitted_rollout(gen, agent)
   peak = timing.matmul_tflops(dtype)
   flops_per_image = 2 * forward_flops(size, tokens) * (args.steps + 1)
   print(f'backend {jax.default_backend()} ({jax.devices()[0].device_kind}), '
         f'{args.size}, T={args.steps}, {args.dtype}, measured matmul '
         f'{peak:.1f} TFLOP/s, {flops_per_image / 1e9:.1f} GFLOP/image')
-  timing.print_rollout_rows(run, (agent_params,), [int(x) for x in args.batches.split(',')], size['num_classes'],
-                            flops_per_image, peak)
+  batches = [int(x) for x in args.batches.split(',')]
+  timing.print_rollout_rows(run, params, agent_params, batches,
+                            size['num_classes'], flops_per_image, peak)
 
 if __name__ == '__main__':
   main()

@@ -9,6 +9,8 @@ import time
 import jax
 import jax.numpy as jnp
 
+from adagen_jax.rl import rollout as rollout_lib
+
 
 def time_fn(fn, *args, repeats=3):
   """Best wall time in seconds of `fn(*args)` over `repeats` timed runs.
@@ -47,9 +49,23 @@ def peak_memory_gib(device=None):
   return stats.get('peak_bytes_in_use', 0) / 2**30
 
 
-def print_rollout_rows(run, leading, batches, num_classes, flops_per_image,
-                       peak_tflops):
-  """The rollout table: `run(*leading, labels, rng, use_policy)` per batch.
+def jitted_rollout(generator, agent):
+  """jit of `run(params, agent_params, labels, rng, use_policy)` -> images.
+
+  The parameters are arguments, not closed-over constants XLA would fold;
+  use_policy=False runs the generator's hand-crafted schedule.
+  """
+  def run(params, agent_params, labels, rng, use_policy):
+    act = (agent.make_act_fn(agent_params, jnp.float32(0.0), False)
+           if use_policy else None)
+    return rollout_lib.rollout(generator, params, labels, rng, act,
+                               keep_obs=False).images
+  return jax.jit(run, static_argnums=4)
+
+
+def print_rollout_rows(run, params, agent_params, batches, num_classes,
+                       flops_per_image, peak_tflops):
+  """The rollout table of a `jitted_rollout`, one row per batch size.
 
   One row per batch size: images/s with the policy and with the
   hand-crafted schedule (the policy's share is the difference), model FLOPs
@@ -59,8 +75,8 @@ def print_rollout_rows(run, leading, batches, num_classes, flops_per_image,
   for b in batches:
     labels = jnp.arange(b, dtype=jnp.int32) % num_classes
     rng = jax.random.key(3)
-    t_pol = time_fn(run, *leading, labels, rng, True)
-    t_heu = time_fn(run, *leading, labels, rng, False)
+    t_pol = time_fn(run, params, agent_params, labels, rng, True)
+    t_heu = time_fn(run, params, agent_params, labels, rng, False)
     mfu = flops_per_image * b / t_pol / 1e12 / peak_tflops
     print(f'{b:5d}  {b / t_pol:13.1f}  {b / t_heu:16.1f}  '
           f'{max(0.0, 1 - t_heu / t_pol):11.1%}  {mfu:5.1%}  '
