@@ -14,6 +14,7 @@ from adagen_jax import errors
 from adagen_jax import generators
 from adagen_jax import sample
 from adagen_jax.generators import var
+from adagen_jax.pretrain import common
 from adagen_jax.pretrain import var as var_pretrain
 
 _CONFIG = os.path.join(os.path.dirname(__file__), os.pardir, 'configs',
@@ -104,3 +105,12 @@ def test_pretrain_config_matches_the_shipped_generator_section():
   for key in ('var_weights', 'vae_weights'):
     written.pop(key), shipped.pop(key)
   assert written == shipped
+
+
+def test_a_warmup_longer_than_a_later_stage_is_refused_before_training():
+  c = _tiny_config()
+  common.check_schedules(c)  # the tiny schedules fit
+  c.var_train.update(steps=100, warmup_steps=300)
+  with pytest.raises(errors.UserError,
+                     match=r'config.var_train: warmup_steps=300 .*steps=100'):
+    common.check_schedules(c)

@@ -15,6 +15,7 @@ from absl import flags
 
 from adagen_jax import cli
 from adagen_jax import errors
+from adagen_jax.pretrain import common
 
 _CONFIG = cli.define_config(None, 'Pretrain config (configs/pretrain/*.py).')
 _WORKDIR = flags.DEFINE_string('workdir', '/tmp/adagen_pretrain',
@@ -27,6 +28,7 @@ def main(argv):
   if config is None:
     raise errors.UserError('--config is required, e.g. '
                           '--config=configs/pretrain/fmnist_maskgit.py')
+  common.check_schedules(config)
   trainer = importlib.import_module(f'adagen_jax.pretrain.{config.trainer}')
   trainer.train(config, _WORKDIR.value)
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from adagen_jax import errors
 from adagen_jax import samples_io
 
 
@@ -29,6 +30,29 @@ def create_ema_state(params, tx) -> EmaTrainState:
                        ema_params=jax.tree.map(jnp.copy, params),
                        opt_state=tx.init(params),
                        step=jnp.zeros((), jnp.int32))
+
+
+def check_schedules(config) -> None:
+  """Refuses, before any training, a section whose warm-up does not fit.
+
+  Checked up front because the pretrainers run stages in sequence: a bad
+  value in the second stage must not cost the first stage's hours.
+  """
+  for name, section in config.items():
+    if not (hasattr(section, 'keys') and 'steps' in section
+            and 'warmup_steps' in section):
+      continue
+    if section.steps <= 0 or not 0 <= section.warmup_steps < section.steps:
+      raise errors.UserError(
+          f'config.{name}: warmup_steps={section.warmup_steps} must be in '
+          f'[0, steps={section.steps}) and steps > 0; pass e.g. '
+          f'--config.{name}.warmup_steps={max(section.steps // 10, 0)}')
+
+
+def warmup_cosine(cfg, final_fraction: float) -> optax.Schedule:
+  """0 -> cfg.lr over cfg.warmup_steps, cosine to final_fraction * lr."""
+  return optax.warmup_cosine_decay_schedule(
+      0.0, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr * final_fraction)
 
 
 def weight_decay_mask(params):

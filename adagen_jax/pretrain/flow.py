@@ -98,9 +98,9 @@ def train_network(config, images: np.ndarray, labels: np.ndarray) -> dict:
                     jnp.zeros((1,)), jnp.zeros((1,), jnp.int32))['params']
   tx = optax.chain(
       optax.clip_by_global_norm(cfg.grad_clip),
-      optax.adamw(optax.warmup_cosine_decay_schedule(
-          0.0, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr * 0.05),
-                  weight_decay=cfg.weight_decay, mask=common.weight_decay_mask))
+      optax.adamw(common.warmup_cosine(cfg, 0.05),
+                  weight_decay=cfg.weight_decay,
+                  mask=common.weight_decay_mask))
   state = common.create_ema_state(params, tx)
   step_fn = jax.jit(functools.partial(
       _train_step, net, PARADIGMS[config.paradigm], tx, cfg), donate_argnums=0)

@@ -126,8 +126,7 @@ def train_tokenizer(config, images: np.ndarray) -> dict:
   codebook = z[np.random.default_rng(config.seed + 1).choice(
       z.shape[0], k, replace=False)]
   params['quantize']['embedding'] = jnp.asarray(codebook)
-  tx = optax.adam(optax.warmup_cosine_decay_schedule(
-      0.0, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr * 0.1))
+  tx = optax.adam(common.warmup_cosine(cfg, 0.1))
   state = TokenizerState(
       params=params, opt_state=tx.init(params),
       ema_count=jnp.ones((k,), jnp.float32),
@@ -221,9 +220,8 @@ def train_transformer(config, ids: np.ndarray, labels: np.ndarray,
   params = module.init(rng_init, jnp.asarray(ids[:2]),
                        jnp.asarray(labels[:2]))['params']
   tx = optax.adamw(
-      optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup_steps,
-                                         cfg.steps, cfg.lr * 0.05),
-      b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=common.weight_decay_mask)
+      common.warmup_cosine(cfg, 0.05), b1=cfg.b1, b2=cfg.b2,
+      weight_decay=cfg.weight_decay, mask=common.weight_decay_mask)
   state = common.create_ema_state(params, tx)
   step_fn = jax.jit(functools.partial(
       _transformer_step, module, tx, cfg, config.model.num_classes))

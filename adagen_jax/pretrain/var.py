@@ -144,8 +144,7 @@ def train_vqvae(config, images: np.ndarray) -> dict:
   _, vae = var.modules_from_config(generator_config(config, ''))
   rng_init, rng_train = jax.random.split(jax.random.key(config.seed))
   params = vae.init(rng_init, var_vqvae.init_inputs(vae))['params']
-  tx = optax.adam(optax.warmup_cosine_decay_schedule(
-      0.0, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr * 0.1))
+  tx = optax.adam(common.warmup_cosine(cfg, 0.1))
   state = VQState(params=params, opt_state=tx.init(params),
                   last_used=jnp.zeros((vae.vocab_size,), jnp.int32))
   step_fn = jax.jit(functools.partial(_vq_step, vae, tx, cfg))
@@ -209,9 +208,8 @@ def train_var(config, vae_vars, ids: np.ndarray, labels: np.ndarray,
   rng_init, rng_train = jax.random.split(jax.random.key(config.seed + 1))
   params = net.init(rng_init, *var_nets.init_inputs(net))['params']
   tx = optax.adamw(
-      optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup_steps,
-                                         cfg.steps, cfg.lr * 0.05),
-      b1=0.9, b2=0.95, weight_decay=cfg.weight_decay, mask=common.weight_decay_mask)
+      common.warmup_cosine(cfg, 0.05), b1=0.9, b2=0.95,
+      weight_decay=cfg.weight_decay, mask=common.weight_decay_mask)
   state = common.create_ema_state(params, tx)
   step_fn = jax.jit(functools.partial(_var_step, net, vae, tx, cfg),
                     donate_argnums=1)
