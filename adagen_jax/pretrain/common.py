@@ -9,6 +9,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -39,14 +40,17 @@ def check_schedules(config) -> None:
   value in the second stage must not cost the first stage's hours.
   """
   for name, section in config.items():
-    if not (hasattr(section, 'keys') and 'steps' in section
-            and 'warmup_steps' in section):
+    if not (isinstance(section, ml_collections.ConfigDict)
+            and 'steps' in section and 'warmup_steps' in section):
       continue
-    if section.steps <= 0 or not 0 <= section.warmup_steps < section.steps:
+    if section.steps <= 0:
+      raise errors.UserError(f'config.{name}.steps={section.steps} must be '
+                             f'positive; pass e.g. --config.{name}.steps=1000')
+    if not 0 <= section.warmup_steps < section.steps:
       raise errors.UserError(
           f'config.{name}: warmup_steps={section.warmup_steps} must be in '
-          f'[0, steps={section.steps}) and steps > 0; pass e.g. '
-          f'--config.{name}.warmup_steps={max(section.steps // 10, 0)}')
+          f'[0, steps={section.steps}); pass e.g. '
+          f'--config.{name}.warmup_steps={section.steps // 10}')
 
 
 def warmup_cosine(cfg, final_fraction: float) -> optax.Schedule:
