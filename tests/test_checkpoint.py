@@ -33,6 +33,15 @@ def test_round_trip_and_latest(tmp_path):
   assert sorted(int(d) for d in os.listdir(tmp_path) if d.isdigit()) == [2, 3]
 
 
+def test_a_relative_directory_saves_and_restores(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  ckpt = manager.Checkpointer('workdir/checkpoints', FP)
+  ckpt.save(1, _state(1), '{"seed": 0}')
+  step, state = ckpt.restore_latest(jax.eval_shape(lambda: _state(0)))
+  assert step == 1 and int(state['it']) == 1
+  assert os.path.isdir(tmp_path / 'workdir' / 'checkpoints' / '1')
+
+
 def test_refuses_other_run(tmp_path):
   manager.Checkpointer(str(tmp_path), FP).save(1, _state(1), '{}')
   other = dict(FP, num_steps=8)

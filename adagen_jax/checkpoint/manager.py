@@ -14,6 +14,7 @@ restored leaf gets the sharding of the corresponding leaf of the target.
 """
 
 import json
+import os
 from typing import Any
 
 from absl import logging
@@ -28,6 +29,10 @@ class Checkpointer:
 
   def __init__(self, directory: str, fingerprint: dict, keep: int = 3):
     self._fingerprint = json.loads(json.dumps(fingerprint))
+    # Orbax's tensorstore writer refuses relative paths (the default
+    # --workdir is one); URLs such as gs://... are already absolute.
+    if '://' not in directory:
+      directory = os.path.abspath(directory)
     self._mngr = ocp.CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, cleanup_tmp_directories=True,
