@@ -124,6 +124,11 @@ class Trainer:
           f'ppo.rollout_batch={config.ppo.rollout_batch}.')
     self.mesh = mesh_lib.make_mesh()
     self.generator, gen_params = generators.build(config.generator)
+    if (config.reward.real_reconstructed and
+        not hasattr(self.generator, 'reconstruct')):
+      raise errors.UserError(
+          'config.reward.real_reconstructed=True needs a generator with a '
+          f'tokenizer; {self.generator.name!r} has none: set it to False.')
     self.gen_params = mesh_lib.replicate(gen_params, self.mesh)
     self.agent = export.build_agent(config.policy, self.generator)
     self.ppo_config = ppo_settings(config.ppo)
@@ -162,11 +167,18 @@ class Trainer:
       return ppo_lib.ppo_update(ppo_state, self.agent, batch, sigma,
                                 self.ppo_config, rng)
 
+    def real_view(gen_params, images):
+      """Real images as the reward sees them (reward.real_reconstructed)."""
+      if cfg.reward.real_reconstructed:
+        return gen.reconstruct(gen_params, images)
+      return images
+
     def d_step(gen_params, reward_state, agent_params, real, fakes, rng,
                sigma):
       """One D step: real vs fakes, or vs fresh samples of the updated
       (exploring) policy when `fakes` is None (the reference)."""
       k_lab, k_roll, k_upd = jax.random.split(rng, 3)
+      real = (real_view(gen_params, real[0]), real[1])
       if fakes is None:
         labels = self._labels(k_lab, cfg.reward.d_batch)
         act = self.agent.make_act_fn(agent_params, sigma, explore=True,
@@ -197,6 +209,7 @@ class Trainer:
     self.update = jax.jit(update, donate_argnums=0)
     self.d_step = bind(d_step, donate_argnums=1)
     self.sample = bind(sample)
+    self.real_view = bind(real_view)
 
   # ----------------------------------------------------------------- state --
   def init_state(self, real) -> TrainState:
@@ -208,8 +221,9 @@ class Trainer:
                                            self.config.ppo.learning_rate)
     # The discriminator takes its input sizes from `real`; the FD reward its
     # initial real statistics.
-    reward_state = self.reward_model.init(
-        k_rew, *mesh_lib.shard_host_batch(real, self.mesh))
+    images, labels = mesh_lib.shard_host_batch(real, self.mesh)
+    reward_state = self.reward_model.init(k_rew, self.real_view(images),
+                                          labels)
     state = TrainState(ppo=ppo_state, reward=reward_state, rng=rng,
                        iteration=jnp.int32(0))
     return mesh_lib.replicate(state, self.mesh)

@@ -50,6 +50,9 @@ declare -A FLAGS=(
   # Ablation: each sample normalised on its own in the discriminator heads
   # (virtual batch 1), so it cannot score a group's diversity.
   [adversarial_vbs1]="$strong_d --config.reward.virtual_bs=1"
+  # The discriminator's reals pass the MaskGIT tokenizer first, so it cannot
+  # score the tokenizer's artefacts (which no policy can remove).
+  [adversarial_recon]="$strong_d --config.reward.real_reconstructed=True"
 )
 declare -A NAMES=(
   [adversarial]='AdaGen, adversarial reward'
@@ -57,6 +60,7 @@ declare -A NAMES=(
   [fd]='AdaGen, FD reward'
   [static]='AdaGen, static reward (classifier confidence)'
   [adversarial_vbs1]='AdaGen, adversarial reward, per-sample discriminator'
+  [adversarial_recon]='AdaGen, adversarial reward, reconstructed reals'
   [heuristic]='hand-crafted (reference constants)'
   [tuned]='tuned hand-crafted'
 )

@@ -145,6 +145,10 @@ class Generator(Protocol):
     image_shape: (H, W, C) of decoded images.
     num_classes: number of real classes (the null class, if any, is extra).
     stochastic: whether `step` samples (lookahead needs it).
+
+  A generator whose images pass a tokenizer may also define
+  `reconstruct(params, images) -> images` (encode then decode, float32
+  [B, H, W, C] in [0, 1]), which `reward.real_reconstructed` needs.
   """
   name: str
   action_spec: ActionSpec

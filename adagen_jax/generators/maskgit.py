@@ -279,6 +279,11 @@ class MaskGITGenerator:
     return self.tokenizer.apply({'params': params['tokenizer']}, ids,
                                 method=self.tokenizer.decode_ids)
 
+  def reconstruct(self, params, images: jax.Array) -> jax.Array:
+    """Images through the tokenizer: float32 [B, H, W, C] in [0, 1]."""
+    return self.tokenizer.apply({'params': params['tokenizer']}, images,
+                                method=self.tokenizer.reconstruct)
+
   def identity(self) -> dict[str, Any]:
     t = self.transformer
     return {

@@ -241,6 +241,10 @@ class VQGAN(nn.Module):
     """int32 [B, h, w] -> float32 [B, H, W, C] images clipped to [0, 1]."""
     return jnp.clip(self.decoder(self.quantize.lookup(ids)), 0.0, 1.0)
 
+  def reconstruct(self, images: jax.Array) -> jax.Array:
+    """float32 [B, H, W, C] in [0, 1] -> the same, through the codebook."""
+    return self.decode_ids(self.encode(images))
+
   def __call__(self, images: jax.Array):
     """Training forward with the straight-through estimator.
 
