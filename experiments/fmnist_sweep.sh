@@ -105,6 +105,9 @@ default_jobs() {
       for variant in $variants; do
         echo "$variant $steps $seed"
       done
+      if [[ $gen == maskgit ]]; then
+        echo "adversarial_recon $steps $seed"
+      fi
       if [[ $gen == maskgit && $steps == 4 ]]; then
         echo "adversarial_vbs1 4 $seed"
       fi
