@@ -32,7 +32,7 @@ mkdir -p "$runs"
 gen=${GENERATOR:-maskgit}
 case $gen in
   maskgit) prefix='' config='' step_counts='4 8'
-    variants='adversarial nonadaptive fd static' ;;
+    variants='adversarial nonadaptive fd static adversarial_recon' ;;
   sit|dit|var) prefix=${gen}_ config=--config=configs/fmnist_$gen.py
     step_counts='4 8' variants='adversarial nonadaptive'
     [[ $gen == var ]] && step_counts=6 ;;  # one step per scale
@@ -105,9 +105,6 @@ default_jobs() {
       for variant in $variants; do
         echo "$variant $steps $seed"
       done
-      if [[ $gen == maskgit ]]; then
-        echo "adversarial_recon $steps $seed"
-      fi
       if [[ $gen == maskgit && $steps == 4 ]]; then
         echo "adversarial_vbs1 4 $seed"
       fi
