@@ -53,6 +53,13 @@ declare -A FLAGS=(
   # The discriminator's reals pass the MaskGIT tokenizer first, so it cannot
   # score the tokenizer's artefacts (which no policy can remove).
   [adversarial_recon]="$strong_d --config.reward.real_reconstructed=True"
+  # The same with the policy moving 3x slower for 3x as many iterations (the
+  # same lr x iterations, 3x the discriminator steps per unit of policy
+  # change): does a discriminator that keeps pace reward fidelity?
+  [adversarial_recon_slow]="$strong_d --config.reward.real_reconstructed=True
+    --config.num_iterations=180 --config.ppo.learning_rate=1e-4
+    --config.policy.std_decay_steps=(120,) --config.checkpoint_every=30
+    --config.plots_every=60"
 )
 declare -A NAMES=(
   [adversarial]='AdaGen, adversarial reward'
@@ -61,6 +68,7 @@ declare -A NAMES=(
   [static]='AdaGen, static reward (classifier confidence)'
   [adversarial_vbs1]='AdaGen, adversarial reward, per-sample discriminator'
   [adversarial_recon]='AdaGen, adversarial reward, reconstructed reals'
+  [adversarial_recon_slow]='AdaGen, adversarial reward, reconstructed reals, 3x iterations at 1/3 lr'
   [heuristic]='hand-crafted (reference constants)'
   [tuned]='tuned hand-crafted'
 )
