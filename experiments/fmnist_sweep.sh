@@ -32,7 +32,8 @@ mkdir -p "$runs"
 gen=${GENERATOR:-maskgit}
 case $gen in
   maskgit) prefix='' config='' step_counts='4 8'
-    variants='adversarial nonadaptive fd static adversarial_recon' ;;
+    variants='adversarial nonadaptive fd static adversarial_recon
+      adversarial_recon_slow' ;;
   sit|dit|var) prefix=${gen}_ config=--config=configs/fmnist_$gen.py
     step_counts='4 8' variants='adversarial nonadaptive'
     [[ $gen == var ]] && step_counts=6 ;;  # one step per scale
