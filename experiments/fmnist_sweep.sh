@@ -43,6 +43,10 @@ esac
 # What each variant adds to the embedded default (adagen_jax/default_config.py).
 # The adversarial discriminator of the shipped policies: 3 steps, lr 3e-4.
 strong_d='--config.reward.d_steps=3 --config.reward.lr=3e-4'
+# Reconstructed reals: the discriminator's reals pass the MaskGIT tokenizer
+# first, so it cannot score the tokenizer's artefacts (which no policy can
+# remove).
+recon="$strong_d --config.reward.real_reconstructed=True"
 declare -A FLAGS=(
   [adversarial]=$strong_d
   [nonadaptive]="--config.policy.kind=nonadaptive $strong_d"
@@ -51,14 +55,11 @@ declare -A FLAGS=(
   # Ablation: each sample normalised on its own in the discriminator heads
   # (virtual batch 1), so it cannot score a group's diversity.
   [adversarial_vbs1]="$strong_d --config.reward.virtual_bs=1"
-  # The discriminator's reals pass the MaskGIT tokenizer first, so it cannot
-  # score the tokenizer's artefacts (which no policy can remove).
-  [adversarial_recon]="$strong_d --config.reward.real_reconstructed=True"
+  [adversarial_recon]=$recon
   # The same with the policy moving 3x slower for 3x as many iterations (the
   # same lr x iterations, 3x the discriminator steps per unit of policy
   # change): does a discriminator that keeps pace reward fidelity?
-  [adversarial_recon_slow]="$strong_d --config.reward.real_reconstructed=True
-    --config.num_iterations=180 --config.ppo.learning_rate=1e-4
+  [adversarial_recon_slow]="$recon --config.num_iterations=180 --config.ppo.learning_rate=1e-4
     --config.policy.std_decay_steps=(120,) --config.checkpoint_every=30
     --config.plots_every=60"
 )
