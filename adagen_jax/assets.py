@@ -5,6 +5,7 @@ variables dict) next to a JSON file with the module's constructor arguments and
 what the weights were measured to do. Reading them needs no pickle.
 """
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -32,6 +33,20 @@ def weights_path(weights: str) -> str:
   if is_shipped_name(weights):
     return asset_path(weights + '.msgpack')
   return os.path.expanduser(weights)
+
+
+def weights_digest(*paths: str) -> str:
+  """The first 16 hex digits of the SHA-256 of the files' bytes, in order.
+
+  Recorded in a generator's identity, so a policy exported for one set of
+  weights is refused on another one of the same name (a retrained asset).
+  """
+  h = hashlib.sha256()
+  for path in paths:
+    with open(path, 'rb') as f:
+      for chunk in iter(lambda: f.read(1 << 24), b''):
+        h.update(chunk)
+  return h.hexdigest()[:16]
 
 
 def save_variables(path: str, variables: Any, meta: dict | None = None):

@@ -20,7 +20,6 @@ import functools
 import itertools
 import json
 import os
-import signal
 import time
 from typing import Any
 
@@ -55,35 +54,6 @@ class TrainState:
   reward: Any       # the reward model's state (discriminator, its Adam)
   rng: jax.Array    # typed key []
   iteration: jax.Array  # int32 []: completed iterations
-
-
-class _Preempted:
-  """SIGTERM sets a flag; the loop saves at the iteration's end and exits.
-
-  The processes of a multi-host job get the signal at different moments, so
-  they stop after the first iteration at whose end any of them has it: all
-  must join the same last save.
-  """
-
-  def __init__(self):
-    self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM: saving a checkpoint after this iteration.')
-    self.requested = True
-
-  def agreed(self) -> bool:
-    """Whether to stop now; the same answer on every process."""
-    if jax.process_count() > 1:
-      return bool(np.any(multihost_utils.process_allgather(
-          np.int32(self.requested))))
-    return self.requested
-
-  def uninstall(self):
-    """Restores the previous SIGTERM handler (the default one kills)."""
-    signal.signal(signal.SIGTERM, self._previous)
 
 
 def _finite_or_raise(metrics: dict, iteration: int, last_ckpt):
@@ -330,7 +300,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   evaluator = _make_evaluator(cfg) if is_chief else None
   # Batch 0 initialised the reward model; iteration i reads d_steps batches.
   real_iter = trainer.real_batches(1 + start * cfg.reward.d_steps)
-  preempt = _Preempted()
+  preempt = manager.Preemption()
   prog = progress_lib.Progress(cfg.num_iterations - start, 'adagen iterations')
 
   def evaluate_policy(params, num, tag, iteration):

@@ -13,6 +13,7 @@ from adagen_jax import default_config
 from adagen_jax import errors
 from adagen_jax import generators
 from adagen_jax import sample
+from adagen_jax.checkpoint import manager
 from adagen_jax.generators import dit
 from adagen_jax.generators import sit
 from adagen_jax.pretrain import flow
@@ -80,6 +81,31 @@ def test_train_writes_an_asset_that_samples(paradigm, tmp_path):
   # A rerun with the same workdir reuses the trained network.
   again = flow.train(config, str(tmp_path / 'work'))
   assert again['training'] == meta['training']
+
+
+def test_a_preempted_run_resumes_to_the_uninterrupted_result(tmp_path,
+                                                             monkeypatch):
+  config = _pretrain_config('sit')
+  config.model.update(hidden_size=16, depth=1, num_heads=2, patch_size=7)
+  config.train.update(steps=4, warmup_steps=1, batch_size=8)
+  rng = np.random.default_rng(0)
+  images = rng.uniform(size=(32, 28, 28, 1)).astype(np.float32)
+  labels = rng.integers(0, 10, 32).astype(np.int32)
+  straight = flow.train_network(config, images, labels, str(tmp_path / 'a'))
+  # SIGTERM seen after the second step: saved, stopped, then resumed.
+  calls = []
+  monkeypatch.setattr(manager.Preemption, 'agreed',
+                      lambda self: calls.append(1) or len(calls) == 2)
+  assert flow.train_network(config, images, labels,
+                            str(tmp_path / 'b')) is None
+  assert len(calls) == 2
+  monkeypatch.undo()
+  resumed = flow.train_network(config, images, labels, str(tmp_path / 'b'))
+  jax.tree.map(np.testing.assert_array_equal, resumed, straight)
+  # Another schedule is another run: its checkpoint is not resumed.
+  config.train.lr = 5e-4
+  with pytest.raises(errors.UserError, match='belongs to another run'):
+    flow.train_network(config, images, labels, str(tmp_path / 'b'))
 
 
 def test_missing_shipped_weights_say_how_to_train_them():

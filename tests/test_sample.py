@@ -1,6 +1,8 @@
 """The sampling CLI on a tiny random MaskGIT (subprocesses, CPU)."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -132,14 +134,26 @@ def test_shipped_policy_loads_for_its_step_count_only():
       export.load(name, gen16)
 
 
-def test_shipped_sit_policies_load_at_4_nfe():
+def test_a_policy_is_refused_on_retrained_weights_of_the_same_name(
+    tmp_path, monkeypatch):
   from adagen_jax import default_config  # pylint: disable=g-import-not-at-top
+  from adagen_jax import errors  # pylint: disable=g-import-not-at-top
   from adagen_jax import generators  # pylint: disable=g-import-not-at-top
   from adagen_jax.checkpoint import export  # pylint: disable=g-import-not-at-top
-  gen, _ = generators.build(default_config.fmnist_flow_generator('sit', 4))
-  obs = jnp.zeros((2,) + tuple(gen.obs_shape))
-  for name, kind in (('adagen', 'adaptive'), ('nonadaptive', 'nonadaptive')):
-    agent, params, card = export.load(name, gen)
-    assert card['num_steps'] == gen.num_steps and card['policy']['kind'] == kind
-    assert agent.mean(params, obs, jnp.int32(0)).shape == (
-        2, gen.action_spec.size)
+  gen_config = default_config.fmnist_maskgit_generator(4)
+  gen, params = generators.build(gen_config)
+  assert export.load('adagen', gen)[2]['generator'] == json.loads(
+      json.dumps(gen.identity()))
+  # The same asset name, retrained: one weight moved.
+  params = jax.tree.map(np.asarray, params)
+  params['transformer']['context_embed'] = jax.tree.map(
+      lambda x: x + 1, params['transformer']['context_embed'])
+  shutil.copytree(assets.asset_path('policies/fmnist_maskgit_T4_adagen'),
+                  tmp_path / 'policies/fmnist_maskgit_T4_adagen')
+  assets.save_variables(str(tmp_path / 'fmnist_maskgit.msgpack'), params)
+  monkeypatch.setattr(assets, 'ASSET_DIR', str(tmp_path))
+  retrained, _ = generators.build(gen_config)
+  assert retrained.weights == gen.weights
+  assert retrained.weights_digest != gen.weights_digest
+  with pytest.raises(errors.UserError, match='other weights .* retrain it'):
+    export.load('adagen', retrained)

@@ -14,8 +14,9 @@ An export directory holds
                   activations, the hand-crafted schedule the residual was
                   built from, policy kind and size, the reward config, and
                   free-form notes (how it was trained, what it measured).
-The generator identity and schedule are checked on load, so a policy is never
-run on a generator, step count or baseline it was not trained for.
+The generator identity (sizes, sampler, and a digest of the weight files) and
+schedule are checked on load, so a policy is never run on a generator, its
+retrained weights, a step count or a baseline it was not trained for.
 """
 
 from __future__ import annotations
@@ -137,7 +138,15 @@ def load(spec: str, generator):
     raise errors.UserError(f'{path} is not an adagen_jax policy export '
                            f'(format {card.get("format")!r}).')
   ours = json.loads(json.dumps(generator.identity()))
-  if card['generator'] != ours or card['num_steps'] != generator.num_steps:
+  theirs = card['generator']
+  if ({**theirs, 'weights_digest': None} == {**ours, 'weights_digest': None}
+      and theirs.get('weights_digest') != ours.get('weights_digest')):
+    raise errors.UserError(
+        f'policy {path} was trained on other weights of the same generator '
+        f'({ours.get("weights")}: digest {theirs.get("weights_digest")}, '
+        f'these are {ours.get("weights_digest")}); retrain it on these '
+        'weights with python -m adagen_jax.main.')
+  if theirs != ours or card['num_steps'] != generator.num_steps:
     raise errors.UserError(
         f'policy {path} was trained for {card["generator"]} at T='
         f'{card["num_steps"]}, not for this generator {ours} at T='

@@ -15,13 +15,52 @@ restored leaf gets the sharding of the corresponding leaf of the target.
 
 import json
 import os
+import signal
 from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 import orbax.checkpoint as ocp
 
 from adagen_jax import errors
+
+
+class Preemption:
+  """SIGTERM sets a flag; the loop saves at the step's end and exits.
+
+  The processes of a multi-host job get the signal at different moments, so
+  they stop after the first step at whose end any of them has it: all
+  must join the same last save. Use it as a context manager, so the
+  previous handler comes back however the loop ends.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM: saving a checkpoint after this step.')
+    self.requested = True
+
+  def agreed(self) -> bool:
+    """Whether to stop now; the same answer on every process."""
+    if jax.process_count() > 1:
+      return bool(np.any(multihost_utils.process_allgather(
+          np.int32(self.requested))))
+    return self.requested
+
+  def uninstall(self):
+    """Restores the previous SIGTERM handler (the default one kills)."""
+    signal.signal(signal.SIGTERM, self._previous)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.uninstall()
 
 
 class Checkpointer:

@@ -129,6 +129,8 @@ class LatentGenerator:
     t_start: heuristic start time.
     cfg_channels: latent channels that get guidance (3: DiT/SiT's rule).
     weights: identity of the loaded weights, for exports.
+    weights_digest: assets.weights_digest of the weight files ('random'
+      for random_init), so an export is tied to these exact weights.
   """
   paradigm: Paradigm
   net: dit_nets.DiT
@@ -141,6 +143,7 @@ class LatentGenerator:
   t_start: float = 0.9
   cfg_channels: int = 3
   weights: str = ''
+  weights_digest: str = ''
   stochastic: bool = False
 
   @property
@@ -266,7 +269,7 @@ class LatentGenerator:
                       for k, v in net.items()},
             'vae': {k: list(v) if isinstance(v, tuple) else v
                     for k, v in vae.items()},
-            'weights': self.weights}
+            'weights': self.weights, 'weights_digest': self.weights_digest}
 
 
 def _converter_command(paradigm: Paradigm, out_dir: str) -> str:
@@ -371,14 +374,20 @@ def build_generator(gen_config, paradigm: Paradigm
         f'config.generator.cfg_channels={channels}; use 0..'
         f'{net.in_channels}.')
   params = load_params(gen_config, paradigm, net, vae)
-  weights = ('random_init' if gen_config.get('random_init', False) else
-             os.path.basename(gen_config.weights))
+  if gen_config.get('random_init', False):
+    weights = digest = 'random_init'
+  else:
+    weights = os.path.basename(gen_config.weights)
+    files = [assets.weights_path(gen_config.weights)]
+    if decoder == 'sd_vae':
+      files.append(os.path.expanduser(gen_config.vae_weights))
+    digest = assets.weights_digest(*files)
   gen = LatentGenerator(
       paradigm=paradigm, net=net, vae=vae, nfe=nfe,
       smoothing=float(gen_config.smoothing),
       cfg_init=float(gen_config.cfg_init), method=method, spacing=spacing,
       t_start=float(gen_config.get('t_start', paradigm.t_start)),
-      cfg_channels=channels, weights=weights)
+      cfg_channels=channels, weights=weights, weights_digest=digest)
   return gen, params
 
 

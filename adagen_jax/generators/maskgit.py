@@ -193,6 +193,8 @@ class MaskGITGenerator:
     image_shape: (H, W, C).
     weights: what the parameters came from (asset name or paths).
     schedule: name of the hand-crafted schedule.
+    weights_digest: assets.weights_digest of the weight files, so an export
+      is tied to these exact weights.
   """
   tokenizer: maskgit_nets.VQGAN
   transformer: maskgit_nets.UViT
@@ -201,6 +203,7 @@ class MaskGITGenerator:
   image_shape: tuple[int, int, int]
   weights: str
   schedule: str
+  weights_digest: str = ''
   name: str = NAME
   stochastic: bool = True
 
@@ -291,6 +294,7 @@ class MaskGITGenerator:
         'tokens': t.num_tokens, 'codebook_size': t.codebook_size,
         'num_classes': t.num_classes, 'width': t.width, 'depth': t.depth,
         'heads': t.num_heads, 'image_shape': list(self.image_shape),
+        'weights_digest': self.weights_digest,
     }
 
 
@@ -361,5 +365,7 @@ def build(gen_config) -> tuple[MaskGITGenerator, dict]:
   generator = MaskGITGenerator(
       tokenizer=tokenizer, transformer=transformer, action_spec=spec,
       num_steps=int(gen_config.steps), image_shape=image_shape,
-      weights=gen_config.weights, schedule=gen_config.schedule)
+      weights=gen_config.weights, schedule=gen_config.schedule,
+      weights_digest=assets.weights_digest(
+          *_weight_files(gen_config.weights)[1]))
   return generator, params

@@ -140,6 +140,8 @@ class VARGenerator:
     obs_side: side of the square observation map (reference: 16).
     smoothing: action smoothing (reference: 0 for VAR).
     weights_id: what the weights are, for exports.
+    weights_digest: assets.weights_digest of the weight files ('random'
+      for random_init), so an export is tied to these exact weights.
   """
   var: var_nets.VAR
   vae: var_vqvae.VQVAE
@@ -150,6 +152,7 @@ class VARGenerator:
   obs_side: int = 16
   smoothing: float = 0.0
   weights_id: str = ''
+  weights_digest: str = ''
   name: str = 'var'
   stochastic: bool = True
 
@@ -324,7 +327,8 @@ class VARGenerator:
             'vocab_size': v.vocab_size, 'num_classes': v.num_classes,
             'cfg': self.cfg, 'top_k': self.top_k, 'top_p': self.top_p,
             'samp_temp': self.samp_temp, 'obs_side': self.obs_side,
-            'smoothing': self.smoothing, 'weights': self.weights_id}
+            'smoothing': self.smoothing, 'weights': self.weights_id,
+            'weights_digest': self.weights_digest}
 
 
 def random_params(gen: VARGenerator, rng: jax.Array) -> dict[str, Any]:
@@ -364,6 +368,17 @@ def _load(path: str, what: str, fix: str, module, init_args) -> Any:
   return jax.tree.map(jnp.asarray, variables)
 
 
+def _fix(c, var, var_file: str) -> str:
+  """How to get missing VAR weights: train the asset or convert."""
+  if assets.is_shipped_name(c.var_weights):
+    return ('train it with: python -m adagen_jax.pretrain '
+            '--config=configs/pretrain/fmnist_var.py')
+  return (f'download var_d{var.depth}.pth and vae_ch160v4096z32.pth from '
+          f'{_HF} and run {_CONVERT} --var=var_d{var.depth}.pth '
+          f'--vae=vae_ch160v4096z32.pth '
+          f'--out={os.path.dirname(var_file) or "."}')
+
+
 def build(gen_config) -> tuple[VARGenerator, dict[str, Any]]:
   """config.generator (name='var') -> (VARGenerator, {'var', 'vae'} params).
 
@@ -380,28 +395,26 @@ def build(gen_config) -> tuple[VARGenerator, dict[str, Any]]:
         f'config.generator.steps={steps} but VAR takes one step per scale of '
         f'patch_nums {tuple(var.patch_nums)}; drop steps= or use '
         f'steps={len(var.patch_nums)}')
+  random = bool(c.get('random_init'))
+  var_file = assets.weights_path(c.var_weights)
+  vae_file = assets.weights_path(c.vae_weights)
+  if not random:
+    for path, what in ((var_file, f'VAR-d{var.depth} weights'),
+                       (vae_file, 'VAR VQVAE weights')):
+      errors.require_file(path, what, _fix(c, var, var_file))
   gen = VARGenerator(var=var, vae=vae, cfg=float(c.cfg),
                      top_k=float(c.top_k), top_p=float(c.top_p),
                      samp_temp=float(c.samp_temp), obs_side=int(c.obs_side),
                      smoothing=float(c.smoothing),
-                     weights_id=('random' if c.get('random_init') else
-                                 os.path.basename(c.var_weights)))
-  if c.get('random_init'):
+                     weights_id=('random' if random else
+                                 os.path.basename(c.var_weights)),
+                     weights_digest=('random' if random else
+                                     assets.weights_digest(var_file,
+                                                           vae_file)))
+  if random:
     init = jax.jit(functools.partial(random_params, gen))
     return gen, init(jax.random.key(int(c.get('seed', 0))))
-  var_file = assets.weights_path(c.var_weights)
-  vae_file = assets.weights_path(c.vae_weights)
-  if assets.is_shipped_name(c.var_weights):
-    fix = ('train it with: python -m adagen_jax.pretrain '
-           '--config=configs/pretrain/fmnist_var.py')
-  else:
-    fix = (f'download var_d{var.depth}.pth and vae_ch160v4096z32.pth from '
-           f'{_HF} and run {_CONVERT} --var=var_d{var.depth}.pth '
-           f'--vae=vae_ch160v4096z32.pth '
-           f'--out={os.path.dirname(var_file) or "."}')
-  for path, what in ((var_file, f'VAR-d{var.depth} weights'),
-                     (vae_file, 'VAR VQVAE weights')):
-    errors.require_file(path, what, fix)
+  fix = _fix(c, var, var_file)
   key = jax.random.key(0)
   params = {
       'var': _load(var_file, f'VAR-d{var.depth} weights', fix, var,

@@ -3,9 +3,13 @@ evaluation of a written asset's samples."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
-from typing import Any
+import time
+from typing import Any, Callable, Iterator
 
+from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
@@ -14,7 +18,9 @@ import numpy as np
 import optax
 
 from adagen_jax import errors
+from adagen_jax import progress
 from adagen_jax import samples_io
+from adagen_jax.checkpoint import manager
 
 
 @flax.struct.dataclass
@@ -78,6 +84,67 @@ def apply_gradients(state: EmaTrainState, tx, grads,
                      state.ema_params, params)
   return EmaTrainState(params=params, ema_params=ema, opt_state=opt_state,
                        step=state.step + 1)
+
+
+def run_resumable(name: str, workdir: str, section: ml_collections.ConfigDict,
+                  fingerprint: dict, state: EmaTrainState,
+                  step_fn: Callable[..., tuple], batches: Iterator,
+                  rng: jax.Array, save_every_s: float = 600.0
+                  ) -> EmaTrainState | None:
+  """Runs `section.steps` steps of one training stage, resumably.
+
+  The stage's state is saved with Orbax under WORKDIR/ckpt_NAME every
+  `save_every_s` seconds and on SIGTERM, and restored when the stage starts
+  again, so a run longer than a session continues where it stopped (the
+  data stream is skipped forward to the restored step, and step i always
+  uses fold_in(rng, i): a resumed run takes exactly the uninterrupted run's
+  steps). A checkpoint whose fingerprint (the stage's sizes and schedule)
+  differs is refused with one line.
+
+  Args:
+    name: the stage, e.g. 'sit'; names the checkpoint folder and progress.
+    workdir: the pretraining run's folder.
+    section: the stage's config section (steps, batch_size, lr, ...).
+    fingerprint: what else must match to resume (e.g. the model's sizes).
+    state: the freshly initialised state (the restore target).
+    step_fn: (state, x, y, rng) -> (state, loss, *aux): scalars that the
+      progress line shows as loss, aux0, aux1, ...
+    batches: the stage's infinite (x, y) numpy stream from step 0.
+    rng: the stage's key; step i gets fold_in(rng, i).
+    save_every_s: seconds between periodic saves.
+
+  Returns:
+    The final state, or None when SIGTERM stopped the stage (saved).
+  """
+  ckpt = manager.Checkpointer(
+      os.path.join(workdir, f'ckpt_{name}'),
+      {'stage': name, 'section': section.to_dict(), **fingerprint}, keep=1)
+  start = 0
+  restored = ckpt.restore_latest(state)
+  if restored is not None:
+    start, state = restored
+    logging.info('%s: resuming at step %d of %d', name, start, section.steps)
+  batches = itertools.islice(batches, start, None)
+  config_json = json.dumps(section.to_dict())
+  bar = progress.Progress(section.steps - start, name)
+  last_save = time.monotonic()
+  with manager.Preemption() as preempt:
+    for step in range(start, section.steps):
+      x, y = next(batches)
+      state, loss, *aux = step_fn(state, jnp.asarray(x), jnp.asarray(y),
+                                  jax.random.fold_in(rng, step))
+      bar.update(loss=loss, **{f'aux{i}': a for i, a in enumerate(aux)})
+      if preempt.agreed():
+        ckpt.save(step + 1, state, config_json)
+        logging.warning('%s: stopped at step %d; rerun to resume.', name,
+                        step + 1)
+        return None
+      if time.monotonic() - last_save > save_every_s:
+        ckpt.save(step + 1, state, config_json)
+        last_save = time.monotonic()
+  ckpt.save(section.steps, state, config_json)
+  ckpt.close()
+  return state
 
 
 def mean_std(values: list[float]) -> dict:

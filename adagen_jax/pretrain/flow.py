@@ -13,7 +13,7 @@ schedule its sampler integrates (generators/solver.py):
   dit  VP-linear x_t = alpha_t x + sigma_t eps, the network fed 1000 t
        predicts eps.
 
-t ~ U(config.train.t_range); labels are dropped to the null class with
+t in config.train.t_range (uniform or logit-normal); labels are dropped to the null class with
 p_uncond so the model can be guided; AdamW with warm-up and cosine decay; an
 EMA of the weights is what ships. Writes {'params': EMA} as msgpack to
 config.output (default adagen_jax/assets/fmnist_{paradigm}.msgpack) with a
@@ -42,7 +42,6 @@ import optax
 from adagen_jax import assets
 from adagen_jax import errors
 from adagen_jax import generators
-from adagen_jax import progress
 from adagen_jax.data import fashion_mnist
 from adagen_jax.generators import dit
 from adagen_jax.generators import dit_nets
@@ -69,12 +68,29 @@ def noisy_inputs(paradigm: dit.Paradigm, x: jax.Array, eps: jax.Array,
   return alpha * x + sigma * eps, target
 
 
+def sample_times(cfg, rng: jax.Array, batch: int) -> jax.Array:
+  """Training times t, float32 [batch], in cfg.t_range.
+
+  'uniform', or 'logit_normal' (t = sigmoid(n), n ~ N(0, 1); SD3's choice
+  for rectified flow): it spends the steps on the middle times, where the
+  velocity is hardest to predict, instead of the nearly trivial ends.
+  """
+  lo, hi = cfg.t_range
+  if cfg.t_sampling == 'logit_normal':
+    t = jax.nn.sigmoid(jax.random.normal(rng, (batch,)))
+    return lo + (hi - lo) * t
+  if cfg.t_sampling != 'uniform':
+    raise errors.UserError(
+        f'config.train.t_sampling={cfg.t_sampling!r}; use uniform or '
+        'logit_normal.')
+  return jax.random.uniform(rng, (batch,), minval=lo, maxval=hi)
+
+
 def _train_step(net: dit_nets.DiT, paradigm: dit.Paradigm, tx, cfg,
                 state: common.EmaTrainState, images, labels, rng):
   k_t, k_eps, k_null = jax.random.split(rng, 3)
   x = 2.0 * images - 1.0
-  t = jax.random.uniform(k_t, (x.shape[0],), minval=cfg.t_range[0],
-                         maxval=cfg.t_range[1])
+  t = sample_times(cfg, k_t, x.shape[0])
   x_t, target = noisy_inputs(paradigm, x, jax.random.normal(k_eps, x.shape),
                              t)
   drop = jax.random.bernoulli(k_null, cfg.p_uncond, labels.shape)
@@ -89,8 +105,12 @@ def _train_step(net: dit_nets.DiT, paradigm: dit.Paradigm, tx, cfg,
   return common.apply_gradients(state, tx, grads, cfg.ema_decay), loss
 
 
-def train_network(config, images: np.ndarray, labels: np.ndarray) -> dict:
-  """EMA params of the network trained on float32 [N, 28, 28, 1] images."""
+def train_network(config, images: np.ndarray, labels: np.ndarray,
+                  workdir: str) -> dict | None:
+  """EMA params of the network trained on float32 [N, 28, 28, 1] images.
+
+  Resumable (common.run_resumable); None when SIGTERM stopped it.
+  """
   cfg = config.train
   net = dit_nets.DiT(**dit.module_kwargs(config.model))
   rng_init, rng_train = jax.random.split(jax.random.key(config.seed))
@@ -106,13 +126,11 @@ def train_network(config, images: np.ndarray, labels: np.ndarray) -> dict:
       _train_step, net, PARADIGMS[config.paradigm], tx, cfg), donate_argnums=0)
   batches = fashion_mnist.batches(images, labels, cfg.batch_size, config.seed,
                                   0, 1)
-  bar = progress.Progress(cfg.steps, f'{config.paradigm} network')
-  for step in range(cfg.steps):
-    x, y = next(batches)
-    state, loss = step_fn(state, jnp.asarray(x), jnp.asarray(y),
-                          jax.random.fold_in(rng_train, step))
-    bar.update(loss=loss)
-  return jax.device_get(state.ema_params)
+  state = common.run_resumable(
+      config.paradigm, workdir, cfg,
+      {'paradigm': config.paradigm, 'model': config.model.to_dict(),
+       'seed': config.seed}, state, step_fn, batches, rng_train)
+  return None if state is None else jax.device_get(state.ema_params)
 
 
 def generator_config(config, output: str) -> ml_collections.ConfigDict:
@@ -167,7 +185,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     metrics = assets.load_meta(trained)
   else:
     images, labels = fashion_mnist.load('train', config.data_dir or None)
-    params = train_network(config, images, labels)
+    params = train_network(config, images, labels, workdir)
+    if params is None:  # preempted: saved, a rerun resumes
+      return {}
     metrics = {'minutes': round((time.time() - t0) / 60, 1)}
     assets.save_variables(trained, params, metrics)
   gen = generator_config(config, output)
