@@ -409,6 +409,11 @@ def test_bad_state_dicts_are_user_errors():
     maskgit.convert_vqgan({}, vq_net)
   with pytest.raises(errors.UserError, match='have no token_emb'):
     maskgit.uvit_config({})
+  with pytest.raises(errors.UserError, match='pass --num_heads=H'):
+    maskgit.uvit_config(good)
+  with pytest.raises(errors.UserError, match='does not divide the width 64'):
+    maskgit.uvit_config(good, num_heads=3)
+  assert maskgit.uvit_config(good, num_heads=2)['num_heads'] == 2
 
 
 def test_read_torch_state_dict(tmp_path):
@@ -439,7 +444,18 @@ def test_cli(tmp_path, uvit_twin, vqgan_twin):
   torch.save(uvit_twin.state_dict(), uvit_path)  # bare, like MaskGIT-L.pth
   torch.save({'state_dict': vqgan_twin[0].state_dict()}, vqgan_path)
   out = str(tmp_path / 'out')
-  done = _cli(f'--uvit={uvit_path}', f'--vqgan={vqgan_path}', f'--out={out}')
+  # Sizes the weights cannot reveal are refused, not guessed.
+  for flag, path in (('--num_heads', f'--uvit={uvit_path}'),
+                     ('--norm_groups', f'--vqgan={vqgan_path}')):
+    refused = _cli(path, f'--out={out}')
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), refused.stderr
+    assert f'pass {flag}=' in lines[0], lines[0]
+    assert not os.path.exists(out)
+  done = _cli(f'--uvit={uvit_path}', f'--vqgan={vqgan_path}', f'--out={out}',
+              f'--num_heads={UVIT["num_heads"]}',
+              f'--norm_groups={VQGAN["norm_groups"]}')
   assert done.returncode == 0, done.stderr
   # The entries the MaskGIT generator loads (generators/maskgit.py).
   for name, entry, cls, kwargs, twin in (

@@ -32,6 +32,7 @@ counts from 1), and the channel-changing ResBlocks' `nin_shortcut` is
 [C_out, C_out, 1, 1]: it is applied to the block's output (the MaskGIT quirk).
 """
 
+import functools
 import os
 import sys
 
@@ -214,38 +215,71 @@ def _count(state: common.StateDict, pattern: str) -> int:
 
 
 def uvit_config(state: common.StateDict,
-                num_heads: int = MASKGIT_L_UVIT['num_heads']) -> dict:
+                num_heads: int | None = None) -> dict:
   """`maskgit_nets.UViT` arguments read off a state dict's shapes.
 
-  The head count is not in the weights: MaskGIT-L's 8 unless given.
+  The head count is not in the weights: it is MaskGIT-L's 8 for a state
+  dict of MaskGIT-L's width and depth, and must be given for any other
+  (a guess would convert "successfully" and then sample garbage).
   """
   def shape(key):
     return _shape(state, key, _UVIT_WHAT, _UVIT_FIX)
   vocab, width = shape('token_emb.word_embeddings.weight')
+  depth = 2 * _count(state, 'in_blocks.{}.norm1.weight')
+  if num_heads is None:
+    published = (MASKGIT_L_UVIT['width'], MASKGIT_L_UVIT['depth'])
+    if (width, depth) != published:
+      raise errors.UserError(
+          f'{_UVIT_WHAT} have width {width} and depth {depth}, not '
+          f"MaskGIT-L's {published}, and the head count is not in the "
+          'weights; pass --num_heads=H (the heads the UViT was trained with).')
+    num_heads = MASKGIT_L_UVIT['num_heads']
+  if width % num_heads:
+    raise errors.UserError(f'--num_heads={num_heads} does not divide the '
+                           f'width {width} of {_UVIT_WHAT}; pass the heads '
+                           'the UViT was trained with.')
   return dict(
       codebook_size=vocab - 1,
       num_tokens=shape('token_emb.position_embeddings.weight')[0],
       num_classes=shape('context_embed.word_embeddings.weight')[0] - 1,
-      width=width, depth=2 * _count(state, 'in_blocks.{}.norm1.weight'),
-      num_heads=num_heads,
+      width=width, depth=depth, num_heads=num_heads,
       mlp_ratio=shape('mid_block.mlp.fc1.weight')[0] / width)
 
 
-def vqgan_config(state: common.StateDict) -> dict:
-  """`maskgit_nets.VQGAN` arguments read off a state dict's shapes."""
+def vqgan_config(state: common.StateDict,
+                 norm_groups: int | None = None) -> dict:
+  """`maskgit_nets.VQGAN` arguments read off a state dict's shapes.
+
+  GroupNorm's group count is not in the weights: it is the published
+  VQGAN's 32 for a state dict of its sizes, and must be given otherwise.
+  """
   def shape(key):
     return _shape(state, key, _VQGAN_WHAT, _VQGAN_FIX)
   filters, channels = shape('encoder.conv_in.weight')[:2]
   levels = _count(state, 'encoder.down.{}.block.0.conv1.weight')
   codebook_size, embedding_dim = shape('quantize.embedding.weight')
-  return dict(
+  sizes = dict(
       filters=filters,
       channel_mult=tuple(
           shape(f'encoder.down.{i}.block.0.conv1.weight')[0] // filters
           for i in range(levels)),
       num_res_blocks=_count(state, 'encoder.down.0.block.{}.conv1.weight'),
       embedding_dim=embedding_dim, codebook_size=codebook_size,
-      out_channels=channels, norm_groups=MASKGIT_VQGAN['norm_groups'])
+      out_channels=channels)
+  if norm_groups is None:
+    published = {k: MASKGIT_VQGAN[k] for k in sizes}
+    if sizes != published:
+      raise errors.UserError(
+          f'{_VQGAN_WHAT} have filters {filters} and channel_mult '
+          f"{sizes['channel_mult']}, not the published VQGAN's, and the "
+          'GroupNorm group count is not in the weights; pass '
+          '--norm_groups=G (the groups the VQGAN was trained with).')
+    norm_groups = MASKGIT_VQGAN['norm_groups']
+  if filters % norm_groups:
+    raise errors.UserError(f'--norm_groups={norm_groups} does not divide '
+                           f'the {filters} filters of {_VQGAN_WHAT}; pass '
+                           'the groups the VQGAN was trained with.')
+  return dict(sizes, norm_groups=norm_groups)
 
 
 def uvit_init_args(net: maskgit_nets.UViT) -> tuple:
@@ -262,7 +296,9 @@ def vqgan_init_args(net: maskgit_nets.VQGAN) -> tuple:
 
 
 def convert_files(out_dir: str, uvit: str | None = None,
-                  vqgan: str | None = None, command: str = '') -> list[str]:
+                  vqgan: str | None = None, command: str = '',
+                  num_heads: int | None = None,
+                  norm_groups: int | None = None) -> list[str]:
   """Converts the given published checkpoints into `out_dir`.
 
   The networks' sizes are read off the checkpoints (MaskGIT-L's for the
@@ -273,6 +309,9 @@ def convert_files(out_dir: str, uvit: str | None = None,
     uvit: path of MaskGIT-L.pth, or None.
     vqgan: path of vqgan_jax_strongaug.ckpt, or None.
     command: the command line, recorded in the metadata.
+    num_heads: the UViT's attention heads; None for MaskGIT-L's size only.
+    norm_groups: the VQGAN's GroupNorm groups; None for the published
+      size only.
 
   Returns:
     The msgpack files written.
@@ -284,22 +323,29 @@ def convert_files(out_dir: str, uvit: str | None = None,
   jobs = []
   if uvit:
     jobs.append((uvit, _UVIT_WHAT, _UVIT_FIX, UVIT_FILE, 'transformer',
-                 maskgit_nets.UViT, uvit_config, convert_uvit,
+                 maskgit_nets.UViT,
+                 functools.partial(uvit_config, num_heads=num_heads),
+                 convert_uvit,
                  uvit_init_args))
   if vqgan:
     jobs.append((vqgan, _VQGAN_WHAT, _VQGAN_FIX, VQGAN_FILE, 'tokenizer',
-                 maskgit_nets.VQGAN, vqgan_config, convert_vqgan,
+                 maskgit_nets.VQGAN,
+                 functools.partial(vqgan_config, norm_groups=norm_groups),
+                 convert_vqgan,
                  vqgan_init_args))
   if not jobs:
     raise errors.UserError('nothing to convert; pass --uvit=MaskGIT-L.pth '
                            'and/or --vqgan=vqgan_jax_strongaug.ckpt')
   for path, what, fix, *_ in jobs:  # Fail fast, before any slow work.
     errors.require_file(path, what, fix)
+  # Every size is settled (or refused) before anything is written.
+  states = [common.read_torch_state_dict(path, what, fix)
+            for path, what, fix, *_ in jobs]
+  sizes = [job[6](state) for job, state in zip(jobs, states)]
   os.makedirs(out_dir, exist_ok=True)
   written = []
-  for path, what, fix, name, entry, cls, config, convert, init_args in jobs:
-    state = common.read_torch_state_dict(path, what, fix)
-    kwargs = config(state)
+  for job, state, kwargs in zip(jobs, states, sizes):
+    path, _, _, name, entry, cls, _, convert, init_args = job
     net = cls(**kwargs)
     params = convert(state, net)
     common.check_module_layout({'params': params}, net.init,
@@ -319,7 +365,8 @@ def _main(argv):
   f = flags.FLAGS
   command = ' '.join(['python -m adagen_jax.generators.convert.maskgit'] +
                      sys.argv[1:])
-  convert_files(f.out, uvit=f.uvit, vqgan=f.vqgan, command=command)
+  convert_files(f.out, uvit=f.uvit, vqgan=f.vqgan, command=command,
+                num_heads=f.num_heads, norm_groups=f.norm_groups)
 
 
 if __name__ == '__main__':
@@ -327,6 +374,10 @@ if __name__ == '__main__':
   # never touches the global flag registry.
   flags.DEFINE_string('uvit', None, 'MaskGIT-L.pth (UViT state dict).')
   flags.DEFINE_string('vqgan', None, 'vqgan_jax_strongaug.ckpt (MAGE).')
+  flags.DEFINE_integer('num_heads', None, 'UViT attention heads; required '
+                       "unless the UViT has MaskGIT-L's size.")
+  flags.DEFINE_integer('norm_groups', None, 'VQGAN GroupNorm groups; '
+                       'required unless the VQGAN has the published size.')
   flags.DEFINE_string('out', None, 'Output folder for the msgpack files.')
   flags.mark_flag_as_required('out')
   cli.run(_main)
