@@ -17,7 +17,8 @@ import jax
 from adagen_jax import cli
 from adagen_jax import errors
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), 'default_config.py')
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), 'configs',
+                               'default.py')
 _CONFIG = cli.define_config(_DEFAULT_CONFIG,
                             'Experiment config file (configs/*.py[:ARG]).')
 _WORKDIR = flags.DEFINE_string('workdir', 'workdir/default',

@@ -86,7 +86,7 @@ def make_act_fn(policy: str, generator) -> rollout_lib.ActFn | None:
   # Imported here: the policy machinery (orbax, the policy network) is not
   # needed to sample a schedule.
   # pylint: disable-next=g-import-not-at-top
-  from adagen_jax.checkpoint import export
+  from adagen_jax.rl import export
   return export.load_policy(policy, generator)
 
 

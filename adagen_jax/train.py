@@ -36,11 +36,11 @@ from adagen_jax import images as images_lib
 from adagen_jax import plots
 from adagen_jax import progress as progress_lib
 from adagen_jax.backbones import dino_vit
-from adagen_jax.checkpoint import export
 from adagen_jax.checkpoint import manager
 from adagen_jax.data import fashion_mnist
 from adagen_jax.metrics import writers
 from adagen_jax.parallel import mesh as mesh_lib
+from adagen_jax.rl import export
 from adagen_jax.rl import policy as policy_lib
 from adagen_jax.rl import ppo as ppo_lib
 from adagen_jax.rl import rewards as rewards_lib

@@ -32,7 +32,7 @@ from adagen_jax import cli
 from adagen_jax import errors
 from adagen_jax import generators
 from adagen_jax import progress
-from adagen_jax.checkpoint import export
+from adagen_jax.rl import export
 from adagen_jax.rl import ppo as ppo_lib
 from adagen_jax.rl import refine
 from adagen_jax.rl import rewards as rewards_lib

@@ -10,7 +10,7 @@
 `dit_xl` is the generator section of configs/dit_xl.py (or configs/sit_xl.py
 with --paradigm=sit): DiT-XL/2 on 32 x 32 x 4 latents, DPM-Solver++ 2S,
 guidance on, with `random_init=True`; `tiny` is the Fashion-MNIST pixel-space
-DiT / SiT of adagen_jax/default_config.py (28 x 28 x 1, width 128, depth 6),
+DiT / SiT of adagen_jax/configs/shipped.py (28 x 28 x 1, width 128, depth 6),
 random weights. The policy is the reference's PolicyNet (hidden 512; 64 for
 tiny).
 
@@ -37,7 +37,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from adagen_jax import default_config
+from adagen_jax.configs import shipped
 from adagen_jax.generators import dit
 from adagen_jax.generators import dit_nets
 from adagen_jax.generators import sit
@@ -65,7 +65,7 @@ def generator_config(size: str, paradigm: str, nfe: int, dtype: str,
     cfg = _load_config_module(f'{paradigm}_xl').generator()
     cfg.decoder = 'sd_vae' if decode else 'pixels'
   else:
-    cfg = default_config.fmnist_flow_generator(paradigm)  # decoder 'pixels'
+    cfg = shipped.fmnist_flow_generator(paradigm)  # decoder 'pixels'
   cfg.steps = nfe
   cfg.random_init = True
   cfg.dtype = dtype

@@ -10,15 +10,15 @@
 decisions: the start time, then a time and a guidance weight after each
 evaluation). The first command trains the network (adagen_jax/assets/
 fmnist_dit.*); without it the others stop with that command. RL settings are
-the 2-core CPU ones of the embedded default (adagen_jax/default_config.py);
+the 2-core CPU ones of the embedded default (adagen_jax/configs/default.py);
 for a GPU raise ppo.trajectories and num_iterations.
 """
 
-from adagen_jax import config_defaults
-from adagen_jax import default_config
+from adagen_jax.configs import experiment
+from adagen_jax.configs import shipped
 
 
 def get_config(arg=None):
-  return config_defaults.adagen_config(
-      default_config.fmnist_flow_generator('dit'), arg,
-      overrides=default_config.CPU_RL)
+  return experiment.adagen_config(
+      shipped.fmnist_flow_generator('dit'), arg,
+      overrides=experiment.CPU_RL)

@@ -11,7 +11,7 @@ decisions: the start time, then a time and a guidance weight after each
 evaluation). The network ships (adagen_jax/assets/fmnist_sit.*; an interim
 1200-step CPU run, docs/RESULTS.md); the first command retrains it at full
 length (6000 steps, sized for a GPU). RL settings are
-the 2-core CPU ones of the embedded default (adagen_jax/default_config.py);
+the 2-core CPU ones of the embedded default (adagen_jax/configs/default.py);
 for a GPU raise ppo.trajectories and num_iterations.
 
 Expected at 4 NFE (docs/RESULTS.md, 10k samples, interim network): the
@@ -20,11 +20,11 @@ hand-crafted grid FD-FMNIST 60.2; the adversarial policy of
 72.5 (it lowers the guidance; a miss, explained there).
 """
 
-from adagen_jax import config_defaults
-from adagen_jax import default_config
+from adagen_jax.configs import experiment
+from adagen_jax.configs import shipped
 
 
 def get_config(arg=None):
-  return config_defaults.adagen_config(
-      default_config.fmnist_flow_generator('sit'), arg,
-      overrides=default_config.CPU_RL)
+  return experiment.adagen_config(
+      shipped.fmnist_flow_generator('sit'), arg,
+      overrides=experiment.CPU_RL)

@@ -10,15 +10,15 @@ One policy decision per scale (6 scales: 1, 2, 3, 4, 5, 7): guidance, top-k,
 top-p and sampling temperature per sample. The first command trains the
 model (adagen_jax/assets/fmnist_var*); without it the others stop with that
 command. RL settings are the 2-core CPU ones of the embedded default
-(adagen_jax/default_config.py); for a GPU raise ppo.trajectories and
+(adagen_jax/configs/default.py); for a GPU raise ppo.trajectories and
 num_iterations.
 """
 
-from adagen_jax import config_defaults
-from adagen_jax import default_config
+from adagen_jax.configs import experiment
+from adagen_jax.configs import shipped
 
 
 def get_config(arg=None):
-  return config_defaults.adagen_config(
-      default_config.fmnist_var_generator(), arg,
-      overrides=default_config.CPU_RL)
+  return experiment.adagen_config(
+      shipped.fmnist_var_generator(), arg,
+      overrides=experiment.CPU_RL)

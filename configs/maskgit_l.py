@@ -26,11 +26,11 @@ the MAGE tokenizer, adagen_reference.md §4.4.) Then e.g.
 
 import ml_collections
 
-from adagen_jax import config_defaults
+from adagen_jax.configs import experiment
 
 
 def generator_config(arg=None) -> ml_collections.ConfigDict:
-  del arg  # Handled by config_defaults.adagen_config.
+  del arg  # Handled by experiment.adagen_config.
   return ml_collections.ConfigDict(dict(
       name='maskgit',
       weights=('weights/maskgit_l_uvit.msgpack,'
@@ -51,5 +51,5 @@ def generator_config(arg=None) -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  return config_defaults.use_imagenet(
-      config_defaults.adagen_config(generator_config(arg), arg))
+  return experiment.use_imagenet(
+      experiment.adagen_config(generator_config(arg), arg))

@@ -15,7 +15,7 @@ converted weights the run stops with the command above.
 
 import ml_collections
 
-from adagen_jax import config_defaults
+from adagen_jax.configs import experiment
 
 
 def generator() -> ml_collections.ConfigDict:
@@ -43,5 +43,5 @@ def generator() -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-  return config_defaults.use_imagenet(
-      config_defaults.adagen_config(generator(), arg))
+  return experiment.use_imagenet(
+      experiment.adagen_config(generator(), arg))

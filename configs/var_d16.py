@@ -13,7 +13,7 @@ adagen_reference.md §1.4, §6).
 
 import ml_collections
 
-from adagen_jax import config_defaults
+from adagen_jax.configs import experiment
 
 DEPTH = 16
 
@@ -43,5 +43,5 @@ def generator(depth: int, cfg: float) -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-  return config_defaults.use_imagenet(
-      config_defaults.adagen_config(generator(DEPTH, cfg=1.5), arg))
+  return experiment.use_imagenet(
+      experiment.adagen_config(generator(DEPTH, cfg=1.5), arg))

@@ -11,7 +11,7 @@ var_d30.pth and vae_ch160v4096z32.pth. As configs/var_d16.py, with cfg 2.0
 
 import ml_collections
 
-from adagen_jax import config_defaults
+from adagen_jax.configs import experiment
 
 DEPTH = 30
 
@@ -41,5 +41,5 @@ def generator(depth: int, cfg: float) -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-  return config_defaults.use_imagenet(
-      config_defaults.adagen_config(generator(DEPTH, cfg=2.0), arg))
+  return experiment.use_imagenet(
+      experiment.adagen_config(generator(DEPTH, cfg=2.0), arg))

@@ -36,7 +36,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from adagen_jax import cli
-from adagen_jax import default_config
 from adagen_jax import errors
 from adagen_jax import evaluate
 from adagen_jax import generators
@@ -44,6 +43,7 @@ from adagen_jax import images as images_lib
 from adagen_jax import plots
 from adagen_jax import progress
 from adagen_jax import sample
+from adagen_jax.configs import shipped
 from adagen_jax.rl import refine
 import rows as rows_lib
 
@@ -71,7 +71,7 @@ _PREFIX = 'fmnist_maskgit_T8'
 
 
 def _generator(steps: int):
-  return generators.build(default_config.fmnist_maskgit_generator(steps))
+  return generators.build(shipped.fmnist_maskgit_generator(steps))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

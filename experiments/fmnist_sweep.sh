@@ -40,7 +40,7 @@ case $gen in
   *) echo "GENERATOR=$gen; use maskgit, sit, dit or var" >&2; exit 2 ;;
 esac
 
-# What each variant adds to the embedded default (adagen_jax/default_config.py).
+# What each variant adds to the embedded default (adagen_jax/configs/default.py).
 # The adversarial discriminator of the shipped policies: 3 steps, lr 3e-4.
 strong_d='--config.reward.d_steps=3 --config.reward.lr=3e-4'
 # Reconstructed reals: the discriminator's reals pass the MaskGIT tokenizer

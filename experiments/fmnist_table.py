@@ -32,11 +32,11 @@ import os
 from absl import flags
 
 from adagen_jax import cli
-from adagen_jax import default_config
 from adagen_jax import errors
 from adagen_jax import evaluate
 from adagen_jax import generators
 from adagen_jax import sample
+from adagen_jax.configs import shipped
 import rows as rows_lib
 
 _STAGE = flags.DEFINE_enum('stage', 'eval', ['tune', 'eval', 'table'],
@@ -77,11 +77,11 @@ def _generator(steps: int, overrides: dict | None = None):
   """The shipped Fashion-MNIST generator of --generator at `steps`."""
   name = _GENERATOR.value
   if name == 'maskgit':
-    cfg = default_config.fmnist_maskgit_generator(steps)
+    cfg = shipped.fmnist_maskgit_generator(steps)
   elif name == 'var':
-    cfg = default_config.fmnist_var_generator()
+    cfg = shipped.fmnist_var_generator()
   else:
-    cfg = default_config.fmnist_flow_generator(name, steps)
+    cfg = shipped.fmnist_flow_generator(name, steps)
   cfg.update(overrides or {})
   return generators.build(cfg)
 

@@ -9,11 +9,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from adagen_jax import default_config
 from adagen_jax import errors
 from adagen_jax import generators
 from adagen_jax import sample
 from adagen_jax.checkpoint import manager
+from adagen_jax.configs import shipped
 from adagen_jax.generators import dit
 from adagen_jax.generators import sit
 from adagen_jax.pretrain import flow
@@ -109,7 +109,7 @@ def test_a_preempted_run_resumes_to_the_uninterrupted_result(tmp_path,
 
 
 def test_missing_shipped_weights_say_how_to_train_them():
-  gen_config = default_config.fmnist_flow_generator('sit')
+  gen_config = shipped.fmnist_flow_generator('sit')
   gen_config.weights = 'no_such_fmnist_asset'
   with pytest.raises(errors.UserError,
                      match='pretrain --config=configs/pretrain/fmnist_flow'):
@@ -122,6 +122,6 @@ def test_missing_shipped_weights_say_how_to_train_them():
 @pytest.mark.parametrize('paradigm', ['sit', 'dit'])
 def test_pretrain_config_matches_the_shipped_generator_section(paradigm):
   written = flow.generator_config(_pretrain_config(paradigm), 'x').to_dict()
-  shipped = default_config.fmnist_flow_generator(paradigm).to_dict()
-  written.pop('weights'), shipped.pop('weights')
-  assert written == shipped
+  section = shipped.fmnist_flow_generator(paradigm).to_dict()
+  written.pop("weights"), section.pop("weights")
+  assert written == section

@@ -17,9 +17,9 @@ import pytest
 from adagen_jax import errors
 from adagen_jax import generators
 from adagen_jax import samples_io
-from adagen_jax.checkpoint import export
 from adagen_jax.generators import toy
 from adagen_jax.generators import var
+from adagen_jax.rl import export
 from adagen_jax.rl import policy
 from adagen_jax.rl import ppo
 from adagen_jax.rl import refine

@@ -96,11 +96,11 @@ def test_cli_missing_weights_is_one_line_exit_2(tmp_path):
 
 
 def test_shipped_policy_loads_for_its_step_count_only():
-  from adagen_jax import default_config  # pylint: disable=g-import-not-at-top
+  from adagen_jax.configs import shipped  # pylint: disable=g-import-not-at-top
   from adagen_jax import errors  # pylint: disable=g-import-not-at-top
   from adagen_jax import generators  # pylint: disable=g-import-not-at-top
-  from adagen_jax.checkpoint import export  # pylint: disable=g-import-not-at-top
-  gen, _ = generators.build(default_config.fmnist_maskgit_generator(8))
+  from adagen_jax.rl import export  # pylint: disable=g-import-not-at-top
+  gen, _ = generators.build(shipped.fmnist_maskgit_generator(8))
   agent, params, card = export.load('adagen', gen)
   assert card['num_steps'] == 8 and card['policy']['kind'] == 'adaptive'
   obs = jnp.zeros((2,) + tuple(gen.obs_shape))
@@ -122,13 +122,13 @@ def test_shipped_policy_loads_for_its_step_count_only():
   with pytest.raises(errors.UserError, match='without its reward'):
     refine.load_refinement('nonadaptive', gen, best_of=2)
   # T=4 ships both policies, without a discriminator; T=16 ships none.
-  gen4, _ = generators.build(default_config.fmnist_maskgit_generator(4))
+  gen4, _ = generators.build(shipped.fmnist_maskgit_generator(4))
   for name, kind in (('adagen', 'adaptive'), ('nonadaptive', 'nonadaptive')):
     _, _, card = export.load(name, gen4)
     assert card['num_steps'] == 4 and card['policy']['kind'] == kind
   with pytest.raises(errors.UserError, match='without its reward'):
     refine.load_refinement('adagen', gen4, best_of=2)
-  gen16, _ = generators.build(default_config.fmnist_maskgit_generator(16))
+  gen16, _ = generators.build(shipped.fmnist_maskgit_generator(16))
   for name in ('adagen', 'nonadaptive'):
     with pytest.raises(errors.UserError, match='no shipped'):
       export.load(name, gen16)
@@ -136,11 +136,11 @@ def test_shipped_policy_loads_for_its_step_count_only():
 
 def test_a_policy_is_refused_on_retrained_weights_of_the_same_name(
     tmp_path, monkeypatch):
-  from adagen_jax import default_config  # pylint: disable=g-import-not-at-top
+  from adagen_jax.configs import shipped  # pylint: disable=g-import-not-at-top
   from adagen_jax import errors  # pylint: disable=g-import-not-at-top
   from adagen_jax import generators  # pylint: disable=g-import-not-at-top
-  from adagen_jax.checkpoint import export  # pylint: disable=g-import-not-at-top
-  gen_config = default_config.fmnist_maskgit_generator(4)
+  from adagen_jax.rl import export  # pylint: disable=g-import-not-at-top
+  gen_config = shipped.fmnist_maskgit_generator(4)
   gen, params = generators.build(gen_config)
   assert export.load('adagen', gen)[2]['generator'] == json.loads(
       json.dumps(gen.identity()))

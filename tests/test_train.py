@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from adagen_jax import assets
-from adagen_jax import config_defaults
 from adagen_jax import errors
 from adagen_jax import train
-from adagen_jax.checkpoint import export
 from adagen_jax.checkpoint import manager
+from adagen_jax.configs import experiment
 from adagen_jax.generators import maskgit
+from adagen_jax.rl import export
 
 
 def tiny_generator(weights: str) -> ml_collections.ConfigDict:
@@ -51,7 +51,7 @@ def weights(tmp_path_factory):
 
 
 def tiny_config(weights, **overrides):
-  c = config_defaults.adagen_config(tiny_generator(weights))
+  c = experiment.adagen_config(tiny_generator(weights))
   c.policy.hidden = 16
   c.ppo.update(trajectories=32, rollout_batch=16, epochs=2,
                learning_rate=1e-3)

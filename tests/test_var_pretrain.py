@@ -9,10 +9,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from adagen_jax import default_config
 from adagen_jax import errors
 from adagen_jax import generators
 from adagen_jax import sample
+from adagen_jax.configs import shipped
 from adagen_jax.generators import var
 from adagen_jax.pretrain import common
 from adagen_jax.pretrain import var as var_pretrain
@@ -101,10 +101,10 @@ def test_missing_shipped_var_says_how_to_train_it():
 
 def test_pretrain_config_matches_the_shipped_generator_section():
   written = var_pretrain.generator_config(_pretrain_config(), 'x').to_dict()
-  shipped = default_config.fmnist_var_generator().to_dict()
+  section = shipped.fmnist_var_generator().to_dict()
   for key in ('var_weights', 'vae_weights'):
-    written.pop(key), shipped.pop(key)
-  assert written == shipped
+    written.pop(key), section.pop(key)
+  assert written == section
 
 
 def test_a_warmup_longer_than_a_later_stage_is_refused_before_training():

@@ -630,7 +630,7 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
     UserError: a refinement asked without what it needs, or a bad value.
   """
   # Imported here: orbax and the training stack are only needed to load.
-  from adagen_jax.checkpoint import export  # pylint: disable=g-import-not-at-top
+  from adagen_jax.rl import export  # pylint: disable=g-import-not-at-top
   if best_of < 1 or lookahead < 1:
     raise errors.UserError(f'--best_of={best_of} and --lookahead={lookahead} '
                            'must be >= 1 (1 disables them).')

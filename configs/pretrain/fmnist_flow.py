@@ -12,13 +12,13 @@ images with the paradigm's objective (adagen_jax/pretrain/flow.py): SiT's
 velocity on the linear interpolant, or DiT's eps on the VP-linear schedule.
 Sizes and sampling defaults (the paradigm's reference values: SiT start
 0.01, w = 1.5, smoothing 0.8; DiT start 0.9, w = 1.0, smoothing 0.4) are
-adagen_jax/default_config.py's `fmnist_flow_generator`. Measured
+adagen_jax/configs/shipped.py's `fmnist_flow_generator`. Measured
 results are in docs/RESULTS.md and in the JSON beside the weights.
 """
 
 import ml_collections
 
-from adagen_jax import default_config
+from adagen_jax.configs import shipped
 
 _SAMPLING = ('steps', 'smoothing', 'cfg_init', 'solver', 'schedule',
              't_start', 'cfg_channels')
@@ -33,7 +33,7 @@ def get_config(paradigm: str = 'sit'):
   c.output = ''    # '' = adagen_jax/assets/fmnist_{paradigm}.msgpack
   # Sizes (the fields of dit_nets.DiT) and sampling defaults: the shipped
   # generator section (one source of truth).
-  gen = default_config.fmnist_flow_generator(paradigm)
+  gen = shipped.fmnist_flow_generator(paradigm)
   c.model = ml_collections.ConfigDict(gen.model.to_dict())
   c.sampling = ml_collections.ConfigDict({k: gen[k] for k in _SAMPLING})
   dit = paradigm == 'dit'

@@ -4,7 +4,7 @@
       --workdir=/tmp/fmnist_maskgit
 
 Writes adagen_jax/assets/fmnist_maskgit.{msgpack,json} (the sizes below must
-match adagen_jax/default_config.py, which samples it). Sizes are chosen for
+match adagen_jax/configs/shipped.py, which samples it). Sizes are chosen for
 2 CPU cores, where 10k samples at T=8 take a few minutes. The shipped weights
 took 7 minutes (tokenizer) + 17 minutes (transformer) on 2 cores shared with
 other jobs, then ~20 minutes for the final evaluation (3 seeds x T=4, 8, 16 x

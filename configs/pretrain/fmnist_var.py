@@ -5,7 +5,7 @@
 
 Writes adagen_jax/assets/fmnist_var.{msgpack,json} and fmnist_var_vqvae.msgpack,
 sampled by configs/fmnist_var.py; adagen_jax/pretrain/var.py says how. The
-sizes are adagen_jax/default_config.py's `fmnist_var_generator`. VAR's
+sizes are adagen_jax/configs/shipped.py's `fmnist_var_generator`. VAR's
 structure at Fashion-MNIST size: 28x28 -> 7x7x16 latents (3 levels, 2
 down-samplings), 256 codes quantised residually at scales 1, 2, 3, 4, 5, 7
 (104 tokens, 6 sampling steps), a depth-6 transformer of width 192. The
@@ -17,7 +17,7 @@ docs/RESULTS.md and the JSON beside the weights.
 
 import ml_collections
 
-from adagen_jax import default_config
+from adagen_jax.configs import shipped
 
 _SAMPLING = ('cfg', 'top_k', 'top_p', 'samp_temp', 'smoothing', 'obs_side')
 _NOT_MODEL = _SAMPLING + ('name', 'steps', 'var_weights', 'vae_weights')
@@ -30,7 +30,7 @@ def get_config():
   c.data_dir = ''  # '' = search (adagen_jax.data.fashion_mnist)
   c.output = ''    # '' = adagen_jax/assets/fmnist_var.msgpack
   # Sizes and sampler: the shipped generator section (one source of truth).
-  gen = default_config.fmnist_var_generator().to_dict()
+  gen = shipped.fmnist_var_generator().to_dict()
   c.model = ml_collections.ConfigDict(
       {k: v for k, v in gen.items() if k not in _NOT_MODEL})
   c.sampling = ml_collections.ConfigDict({k: gen[k] for k in _SAMPLING})

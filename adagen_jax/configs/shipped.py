@@ -1,22 +1,13 @@
-"""The embedded default: AdaGen on the shipped Fashion-MNIST MaskGIT, T=8.
+"""The `config.generator` sections of the shipped Fashion-MNIST generators.
 
-  python -m adagen_jax.main          # this config, workdir workdir/default
-
-Sized for a 2-core CPU (about 10 minutes, docs/RESULTS.md has the measured
-time): one 256-trajectory rollout per PPO iteration, the discriminator
-trained on that iteration's samples rather than fresh ones, and a larger
-learning rate than the reference's 1e-5 (which assumes ~1000 iterations of
-4096 trajectories). It ends by printing hand-crafted vs AdaGen FD-FMNIST on
-the same 5000 class-balanced samples per method.
-
-The generator section is shared with configs/fmnist_maskgit.py (the full
-experiment config); the sizes are those of adagen_jax/assets/
-fmnist_maskgit.json.
+One source of truth for the sizes and hand-crafted sampling constants of
+adagen_jax/assets/fmnist_{maskgit,sit,dit,var}.*: the experiment configs
+(configs/fmnist_*.py, the embedded default) sample them, and the pretrain
+configs (configs/pretrain/) train networks of exactly these sizes.
 """
 
 import ml_collections
 
-from adagen_jax import config_defaults
 
 
 def fmnist_maskgit_generator(steps: int = 8) -> ml_collections.ConfigDict:
@@ -87,19 +78,3 @@ def fmnist_var_generator() -> ml_collections.ConfigDict:
       var_weights='fmnist_var',        # shipped assets (or .msgpack paths)
       vae_weights='fmnist_var_vqvae',
   ))
-
-
-# The RL settings of a 2-core CPU run (see the module docstring); shared by
-# the Fashion-MNIST SiT / DiT configs.
-CPU_RL = dict(
-    policy=dict(hidden=64, std_decay_steps=(40,)),
-    ppo=dict(trajectories=256, rollout_batch=256, learning_rate=3e-4,
-             obs_dtype='float32'),
-    reward=dict(d_steps=1, d_batch=256, fresh_fakes=False, mapping_layers=2),
-    num_iterations=60, eval_every=0, final_eval_num=5000,
-    checkpoint_every=10, plots_every=20)
-
-
-def get_config(arg=None) -> ml_collections.ConfigDict:
-  return config_defaults.adagen_config(fmnist_maskgit_generator(), arg,
-                                       overrides=CPU_RL)

@@ -131,3 +131,14 @@ def use_imagenet(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                   backbone_weights='weights/dino_deitsmall16_pretrain.pth',
                   crop_size=224, crop_pad=0)
   return c
+
+
+# The RL settings of a 2-core CPU run (adagen_jax/configs/default.py says
+# why); shared by the embedded default and the Fashion-MNIST configs.
+CPU_RL = dict(
+    policy=dict(hidden=64, std_decay_steps=(40,)),
+    ppo=dict(trajectories=256, rollout_batch=256, learning_rate=3e-4,
+             obs_dtype='float32'),
+    reward=dict(d_steps=1, d_batch=256, fresh_fakes=False, mapping_layers=2),
+    num_iterations=60, eval_every=0, final_eval_num=5000,
+    checkpoint_every=10, plots_every=20)
