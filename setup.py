@@ -11,7 +11,8 @@ setuptools.setup(
     python_requires='>=3.11',
     packages=setuptools.find_packages(include=['adagen_jax', 'adagen_jax.*']),
     package_data={'adagen_jax': ['assets/*.msgpack', 'assets/*.json',
-                                 'assets/policies/**/*', 'assets/*.npz']},
+                                 'assets/policies/**/*', 'assets/*.npz',
+                                 'assets/tuned/*.json']},
     include_package_data=True,
     install_requires=[
         'jax>=0.10.2',

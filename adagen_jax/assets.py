@@ -35,6 +35,11 @@ def weights_path(weights: str) -> str:
   return os.path.expanduser(weights)
 
 
+def tuned_schedule_path(weights: str, steps: int) -> str:
+  """The shipped tuned hand-crafted constants of asset `weights` at T."""
+  return asset_path(os.path.join('tuned', f'{weights}_T{steps}.json'))
+
+
 def weights_digest(*paths: str) -> str:
   """The first 16 hex digits of the SHA-256 of the files' bytes, in order.
 

@@ -7,8 +7,16 @@
 Writes the .npz (`arr_0` uint8 [N, H, W, C], `labels` int32 [N]; evaluate it
 with `python -m adagen_jax.evaluate --samples=...`) and a PNG grid of the
 first samples next to it (FILE.png; one class per column). Labels are class
-balanced: arange(N) % num_classes. `--policy` is 'heuristic' (the config's
-schedule), a shipped policy name, or a policy export folder.
+balanced: arange(N) % num_classes. `--policy` is one of
+  heuristic    the config's hand-crafted schedule (the reference constants);
+  tuned        the hand-crafted schedule with the constants of a grid
+               search on FeatureNet (experiments/fmnist_table.py
+               --stage=tune, a separate seed), shipped per generator and
+               step count in adagen_jax/assets/tuned/;
+  adagen, nonadaptive
+               a shipped policy (the learned per-sample policy, or its
+               learnable non-adaptive ablation);
+  DIR          a policy export folder (python -m adagen_jax.main).
 
 Every sample goes through adagen_jax.rl.rollout.rollout, the scan the RL
 training uses, in batches of --batch (the last one padded, so nothing
@@ -30,15 +38,18 @@ relative to plain sampling).
 from __future__ import annotations
 
 import functools
+import json
 import os
 
 from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
+import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from adagen_jax import assets
 from adagen_jax import cli
 from adagen_jax import errors
 from adagen_jax import generators
@@ -48,6 +59,7 @@ from adagen_jax import samples_io
 from adagen_jax.rl import rollout as rollout_lib
 
 HEURISTIC = 'heuristic'
+TUNED = 'tuned'
 # The PNG grid: 10 rows of up to 10 columns; with class-balanced labels and
 # at most 10 classes, column j shows class j.
 _GRID_SIDE = 10
@@ -62,8 +74,9 @@ def _define_flags():
   flags.DEFINE_integer('steps', None, "T; default: the config's.")
   flags.DEFINE_integer('num', 10000, 'Number of samples.')
   flags.DEFINE_integer('seed', 0, 'Sampling seed.')
-  flags.DEFINE_string('policy', HEURISTIC, "'heuristic', a shipped policy "
-                      'name or a policy export folder.')
+  flags.DEFINE_string('policy', HEURISTIC, "'heuristic', 'tuned', a "
+                      'shipped policy name (adagen, nonadaptive) or a policy '
+                      'export folder.')
   flags.DEFINE_string('out', None, 'Output .npz path.')
   flags.DEFINE_integer('batch', 500, 'Samples per rollout call.')
   flags.DEFINE_integer('best_of', 1, 'N candidates per sample; the '
@@ -79,9 +92,37 @@ def _define_flags():
                       'fidelity/ folder).')
 
 
+def tuned_section(gen_config):
+  """`gen_config` with the shipped tuned constants for its weights and T.
+
+  The file (assets.tuned_schedule_path) records the weights digest it was
+  tuned on, so a schedule tuned for other weights is refused, not used.
+  """
+  generator, _ = generators.build(gen_config)
+  identity = generator.identity()
+  weights = identity.get('weights', generator.name)
+  path = assets.tuned_schedule_path(weights, generator.num_steps)
+  if not os.path.exists(path):
+    raise errors.UserError(
+        f'no tuned schedule ships for {weights} at T={generator.num_steps} '
+        f'(looked for {path}); tune one with python experiments/'
+        'fmnist_table.py --stage=tune, or use --policy=heuristic.')
+  with open(path) as f:
+    tuned = json.load(f)
+  if tuned['weights_digest'] != identity.get('weights_digest'):
+    raise errors.UserError(
+        f'the tuned schedule {path} was tuned on other weights of {weights} '
+        f'(digest {tuned["weights_digest"]}, these are '
+        f'{identity.get("weights_digest")}); retune it with python '
+        'experiments/fmnist_table.py --stage=tune.')
+  out = ml_collections.ConfigDict(gen_config.to_dict())
+  out.update(tuned['best'])
+  return out
+
+
 def make_act_fn(policy: str, generator) -> rollout_lib.ActFn | None:
   """None for the heuristic schedule, else the exported policy's ActFn."""
-  if policy == HEURISTIC:
+  if policy in (HEURISTIC, TUNED):  # TUNED: set in the generator section
     return None
   # Imported here: the policy machinery (orbax, the policy network) is not
   # needed to sample a schedule.
@@ -187,6 +228,8 @@ def main(argv):
     raise errors.UserError('--out is required, e.g. --out=/tmp/samples.npz')
   if f.steps is not None:
     config.generator.steps = f.steps
+  if f.policy == TUNED:
+    config.generator = tuned_section(config.generator)
   generator, params = generators.build(config.generator)
   act_fn, refinement = None, _refinement(f, generator)
   if refinement is None:

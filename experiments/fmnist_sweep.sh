@@ -13,7 +13,8 @@
 # GENERATOR is maskgit (default; the embedded default config), sit, dit or
 # var (configs/fmnist_GENERATOR.py); EXTRA is added to every training
 # command (e.g. a GPU's larger batches). The tuned schedule is read from
-# docs/results/tuned_[GENERATOR_]T<steps>.json (MaskGIT has no prefix) and
+# adagen_jax/assets/tuned/fmnist_<GENERATOR>_T<steps>.json (what
+# `adagen_jax.sample --policy=tuned` ships) and
 # tuned first (fmnist_table.py --stage=tune) where that file is missing.
 #
 # RUNS (default runs/sweep) holds one workdir per run, its log and rows.jsonl.
@@ -86,7 +87,7 @@ run_job() {  # VARIANT T [SEED]
     dir=$runs/${prefix}${variant}_T$steps seeds=0,1,2
     method=$variant
     if [[ $variant == tuned ]]; then
-      local tuned=docs/results/tuned_${prefix}T$steps.json
+      local tuned=adagen_jax/assets/tuned/fmnist_${gen}_T$steps.json
       [[ -f $tuned ]] || python experiments/fmnist_table.py --stage=tune \
         --generator="$gen" --steps="$steps" --out="$tuned" >> "$dir.log" 2>&1
       method=tuned:$tuned

@@ -6,14 +6,17 @@ its tuning grid is GRIDS[generator]):
 
   # 1. Tune the hand-crafted schedule: a small grid over its constants on a
   #    separate sampling seed (100), so the table's seeds never pick it.
+  #    The file is what `adagen_jax.sample --policy=tuned` ships (with the
+  #    weights digest it was tuned on), so write it into the assets:
   python experiments/fmnist_table.py --stage=tune --steps=8 \
-      --out=results/tuned_T8.json
+      --out=adagen_jax/assets/tuned/fmnist_maskgit_T8.json
 
   # 2. One table row: `num` class-balanced samples per seed, mean +- std.
   python experiments/fmnist_table.py --stage=eval --steps=8 \
       --method=heuristic --seeds=0,1,2 --out=results/rows.jsonl
   python experiments/fmnist_table.py --stage=eval --steps=8 \
-      --method=tuned:results/tuned_T8.json --seeds=0,1,2 --out=...
+      --method=tuned:adagen_jax/assets/tuned/fmnist_maskgit_T8.json \
+      --seeds=0,1,2 --out=...
   python experiments/fmnist_table.py --stage=eval --steps=8 \
       --method=policy:runs/adv_T8_s{seed}/policy --seeds=0,1,2 --out=...
 
@@ -99,7 +102,9 @@ def tune(steps: int) -> dict:
     trials.append(dict(point, fd=fd))
     print(f'T={steps} {point} FD {fd:.3f}', flush=True)
   best = min(trials, key=lambda r: r['fd'])
-  return dict(steps=steps, seed=TUNE_SEED, num=TUNE_NUM, trials=trials,
+  identity = _generator(steps)[0].identity()
+  return dict(weights=identity['weights'],
+              weights_digest=identity['weights_digest'], steps=steps, seed=TUNE_SEED, num=TUNE_NUM, trials=trials,
               best={k: best[k] for k in grid}, best_fd=best['fd'])
 
 

@@ -157,3 +157,27 @@ def test_a_policy_is_refused_on_retrained_weights_of_the_same_name(
   assert retrained.weights_digest != gen.weights_digest
   with pytest.raises(errors.UserError, match='other weights .* retrain it'):
     export.load('adagen', retrained)
+
+
+def test_tuned_applies_the_shipped_constants_of_its_weights_and_t(
+    tmp_path, monkeypatch):
+  from adagen_jax import errors  # pylint: disable=g-import-not-at-top
+  from adagen_jax import sample  # pylint: disable=g-import-not-at-top
+  from adagen_jax.configs import shipped  # pylint: disable=g-import-not-at-top
+  section = shipped.fmnist_maskgit_generator(4)
+  with open(assets.tuned_schedule_path('fmnist_maskgit', 4)) as f:
+    best = json.load(f)['best']
+  assert any(section[k] != v for k, v in best.items())  # it changes something
+  tuned = sample.tuned_section(section)
+  assert {k: tuned[k] for k in best} == best
+  assert tuned.steps == 4 and tuned.weights == section.weights
+  # No tuned schedule at T=16; none for other weights of the same name.
+  with pytest.raises(errors.UserError, match='no tuned schedule ships'):
+    sample.tuned_section(shipped.fmnist_maskgit_generator(16))
+  other = tmp_path / 'tuned' / 'fmnist_maskgit_T4.json'
+  other.parent.mkdir()
+  shutil.copy(assets.asset_path('fmnist_maskgit.msgpack'), tmp_path)
+  other.write_text(json.dumps({'weights_digest': '0' * 16, 'best': best}))
+  monkeypatch.setattr(assets, 'ASSET_DIR', str(tmp_path))
+  with pytest.raises(errors.UserError, match='tuned on other weights'):
+    sample.tuned_section(section)
