@@ -9,6 +9,12 @@ prints lines like `train 120/1000 (12%) 3.4 it/s ETA 4m18s loss=0.2345`.
 The rate is measured from the first `update` on, so the first call (which
 usually pays for jit compilation) does not distort the ETA. Scalars may be
 device arrays; they are fetched only when a line is printed.
+
+Why not clu.periodic_actions.ReportProgress: it imports clu.metric_writers,
+which imports TensorFlow (checked with clu 0.0.12: ModuleNotFoundError
+without it), and a CPU user of this library should not need TensorFlow for
+a progress line. clu.metrics and clu.parameter_overview need no TensorFlow
+and are used (train.py).
 """
 
 import time

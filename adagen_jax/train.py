@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from absl import logging
+from clu import parameter_overview
 import flax
 import jax
 from jax.experimental import multihost_utils
@@ -54,6 +55,17 @@ class TrainState:
   reward: Any       # the reward model's state (discriminator, its Adam)
   rng: jax.Array    # typed key []
   iteration: jax.Array  # int32 []: completed iterations
+
+
+def _log_parameters(state: TrainState):
+  """The parameter tables of what this run trains, once at start-up."""
+  logging.info('policy and critic:\n%s',
+               parameter_overview.get_parameter_overview(
+                   state.ppo.params, include_stats=False))
+  if isinstance(state.reward, rewards_lib.DiscState):
+    logging.info('discriminator:\n%s',
+                 parameter_overview.get_parameter_overview(
+                     state.reward.params, include_stats=False))
 
 
 def _finite_or_raise(metrics: dict, iteration: int, last_ckpt):
@@ -296,6 +308,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if restored is not None:
     state = mesh_lib.replicate(restored[1], trainer.mesh)
   start = int(state.iteration)
+  if is_chief:
+    _log_parameters(state)
   logging.info('Starting at iteration %d of %d.', start, cfg.num_iterations)
   evaluator = _make_evaluator(cfg) if is_chief else None
   # Batch 0 initialised the reward model; iteration i reads d_steps batches.
@@ -318,14 +332,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # The handler goes however the loop ends (done, preempted, or an error
   # such as non-finite values): afterwards SIGTERM kills as usual.
+  window = None  # clu averages since the last write (log_every)
   try:
     for it in range(start, cfg.num_iterations):
       t0 = time.time()
       state, metrics, plot_data = trainer.iteration(state, it, real_iter)
       _finite_or_raise(metrics, it + 1, ckpt.latest_step)
       metrics['iter_seconds'] = time.time() - t0
+      window = writers.average_into(window, metrics)
       if (it + 1) % cfg.log_every == 0:
-        writer.write_scalars(it + 1, metrics)
+        writer.write_scalars(it + 1, writers.window_means(window))
+        window = None
       prog.update(1, reward=metrics['reward_mean'])
       last = it + 1 == cfg.num_iterations
       if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and not last:

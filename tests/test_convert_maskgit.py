@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -471,7 +472,7 @@ def test_cli(tmp_path, uvit_twin, vqgan_twin):
                else maskgit.convert_vqgan)
     want = {entry: convert(_numpy_state(twin), cls(**kwargs))}
     assert jax.tree.structure(loaded) == jax.tree.structure(want)
-    jax.tree.map(np.testing.assert_array_equal, loaded, want)
+    chex.assert_trees_all_equal(loaded, want)
   # The MaskGIT generator's own loader takes the two files.
   params = maskgit_generator.load_params(
       ','.join(os.path.join(out, f)

@@ -4,6 +4,7 @@ import json
 import math
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -486,7 +487,7 @@ def test_convert_files(vqvae, tmp_path, monkeypatch):
   assert written == [str(out / 'var_d2.msgpack'),
                      str(out / convert_var.VAE_FILE)]
   got = assets.load_variables(written[1], 'vae', 'fix')
-  jax.tree.map(np.testing.assert_array_equal, got, variables)
+  chex.assert_trees_all_equal(got, variables)
   meta = json.loads((out / 'var_d2.json').read_text())
   assert meta['module']['width'] == 64 and meta['source'] == 'var_d2.pth'
   assert meta['num_params'] == sum(

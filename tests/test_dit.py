@@ -2,6 +2,7 @@
 
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -230,7 +231,7 @@ def test_weights_files_round_trip(tmp_path):
   g2, loaded = generators.build(tiny_config('sit', random_init=False,
                                             **paths))
   assert g2.weights == 'sit.msgpack'
-  jax.tree.map(np.testing.assert_array_equal, loaded, params)
+  chex.assert_trees_all_equal(loaded, params)
   bigger = tiny_config('sit', random_init=False, **paths)
   bigger.model.hidden_size = 32
   with pytest.raises(errors.UserError, match='do not fit'):

@@ -4,6 +4,7 @@ import dataclasses
 import importlib.util
 import os
 
+import chex
 import jax
 import ml_collections
 import numpy as np
@@ -101,7 +102,7 @@ def test_a_preempted_run_resumes_to_the_uninterrupted_result(tmp_path,
   assert len(calls) == 2
   monkeypatch.undo()
   resumed = flow.train_network(config, images, labels, str(tmp_path / 'b'))
-  jax.tree.map(np.testing.assert_array_equal, resumed, straight)
+  chex.assert_trees_all_equal(resumed, straight)
   # Another schedule is another run: its checkpoint is not resumed.
   config.train.lr = 5e-4
   with pytest.raises(errors.UserError, match='belongs to another run'):

@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -373,7 +374,7 @@ def test_build_loads_checks_and_explains(tmp_path, params):
   assets.save_variables(tr, {'transformer': params['transformer']})
   config.weights = f'{tr},{tok}'
   gen, loaded = maskgit.build(config)
-  jax.tree.map(np.testing.assert_array_equal, loaded, params)
+  chex.assert_trees_all_equal(loaded, params)
   assert gen.obs_shape == (N, 16) and gen.num_classes == NUM_CLASSES
   assert gen == make_generator(tiny_config(weights=config.weights))
   config.weights = tr

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -507,11 +508,10 @@ def test_load_refinement(gen, backbone, exported, adv, tmp_path):
   assert refinement.describe().startswith(
       'refinement best_of=2 lookahead=3 steps=[0, 1] blend=True: 4.00x '
       'generator transitions, 12 critic forwards, 16 discriminator forwards')
-  jax.tree.map(np.testing.assert_array_equal, variables['reward'].params,
-               adv[1].params)
+  chex.assert_trees_all_equal(variables['reward'].params, adv[1].params)
   # The export keeps what scoring needs, not the Adam moments.
-  jax.tree.map(np.testing.assert_array_equal,
-               variables['reward'].batch_stats, adv[1].batch_stats)
+  chex.assert_trees_all_equal(variables['reward'].batch_stats,
+                              adv[1].batch_stats)
   # A fidelity/ folder inside the export is the default fidelity policy.
   main = tmp_path / 'with_fidelity'
   shutil.copytree(exported, main)
@@ -540,8 +540,7 @@ def test_exports_with_the_whole_reward_state_still_load(gen, backbone,
   ckptr.wait_until_finished()
   _, variables = refine.load_refinement(str(old), gen[0], best_of=2,
                                         backbone=backbone)
-  jax.tree.map(np.testing.assert_array_equal, variables['reward'].params,
-               adv[1].params)
+  chex.assert_trees_all_equal(variables['reward'].params, adv[1].params)
 
 
 _TOY_CONFIG = '''

@@ -7,6 +7,7 @@ intact, and that the run leaves its outputs (export, plots, metrics).
 import json
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -85,11 +86,8 @@ def test_resume_reproduces_uninterrupted_run(weights, tmp_path):
   (s1, a), (s2, b) = _params(full, tiny_config(weights)), _params(
       split, tiny_config(weights))
   assert s1 == s2 == 3
-  jax.tree.map(np.testing.assert_array_equal,
-               jax.tree.leaves(a.ppo.params), jax.tree.leaves(b.ppo.params))
-  jax.tree.map(np.testing.assert_array_equal,
-               jax.tree.leaves(a.reward.params),
-               jax.tree.leaves(b.reward.params))
+  chex.assert_trees_all_equal(a.ppo.params, b.ppo.params)
+  chex.assert_trees_all_equal(a.reward.params, b.reward.params)
   # The run trained something and left its outputs.
   assert int(a.ppo.step) == 3 * 2
   assert set(results) == {'heuristic', 'adagen'}

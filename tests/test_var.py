@@ -4,6 +4,7 @@ import functools
 import importlib.util
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -239,8 +240,7 @@ def test_rollout_scan_equals_step_loop_and_heuristic(gen):
     state, obs = step(params, state, action, jax.random.split(key)[1])
     assert int(state.step) == t + 1
     if t == 0:
-      jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6,
-                                     atol=1e-6), static, (state, obs))
+      chex.assert_trees_all_close(static, (state, obs), rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(traj.obs, np.stack(all_obs), rtol=1e-5,
                              atol=1e-5)
   images = g.decode(params, state)
@@ -301,7 +301,7 @@ def test_build_loads_converted_weights(gen, tmp_path):
   built, loaded = generators.build(section)
   assert built == g.__class__(g.var, g.vae, obs_side=4,
                               weights_id='var_tiny.msgpack')
-  jax.tree.map(np.testing.assert_array_equal, loaded, params)
+  chex.assert_trees_all_equal(loaded, params)
   section.width = 64  # weights of another size
   with pytest.raises(errors.UserError, match='do not fit'):
     generators.build(section)

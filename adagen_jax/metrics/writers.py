@@ -16,7 +16,9 @@ import math
 import os
 from typing import Any, Mapping
 
+from clu import metrics as clu_metrics
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 JSONL_NAME = 'metrics.jsonl'
@@ -103,6 +105,25 @@ class MetricWriter:
       self._tb.close()
       self._jsonl = self._tb = None
       self.enabled = False
+
+
+def average_into(window: dict | None, scalars: Mapping[str, Any]) -> dict:
+  """Merges one step's scalars into a window of clu.metrics.Average.
+
+  What a loop writes every N steps is then the window's mean
+  ({k: m.compute()}), not the last step's noisy value. Scalars may be
+  device arrays; nothing is fetched here.
+  """
+  new = {k: clu_metrics.Average.from_model_output(jnp.asarray(v, jnp.float32))
+         for k, v in scalars.items()}
+  if window is None:
+    return new
+  return {k: window[k].merge(m) if k in window else m for k, m in new.items()}
+
+
+def window_means(window: dict) -> dict:
+  """{name: float mean} of an `average_into` window."""
+  return {k: float(m.compute()) for k, m in window.items()}
 
 
 def create_writer(workdir: str) -> MetricWriter:

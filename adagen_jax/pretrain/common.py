@@ -18,9 +18,11 @@ import numpy as np
 import optax
 
 from adagen_jax import errors
+from adagen_jax import plots
 from adagen_jax import progress
 from adagen_jax import samples_io
 from adagen_jax.checkpoint import manager
+from adagen_jax.metrics import writers
 
 
 @flax.struct.dataclass
@@ -89,8 +91,8 @@ def apply_gradients(state: EmaTrainState, tx, grads,
 def run_resumable(name: str, workdir: str, section: ml_collections.ConfigDict,
                   fingerprint: dict, state: EmaTrainState,
                   step_fn: Callable[..., tuple], batches: Iterator,
-                  rng: jax.Array, save_every_s: float = 600.0
-                  ) -> EmaTrainState | None:
+                  rng: jax.Array, save_every_s: float = 600.0,
+                  log_every: int = 100) -> EmaTrainState | None:
   """Runs `section.steps` steps of one training stage, resumably.
 
   The stage's state is saved with Orbax under WORKDIR/ckpt_NAME every
@@ -112,6 +114,9 @@ def run_resumable(name: str, workdir: str, section: ml_collections.ConfigDict,
     batches: the stage's infinite (x, y) numpy stream from step 0.
     rng: the stage's key; step i gets fold_in(rng, i).
     save_every_s: seconds between periodic saves.
+    log_every: steps per line of WORKDIR/NAME/metrics.jsonl (the means of
+      loss and aux over those steps); the curve is plotted into
+      WORKDIR/NAME_loss.png when the stage ends.
 
   Returns:
     The final state, or None when SIGTERM stopped the stage (saved).
@@ -127,15 +132,23 @@ def run_resumable(name: str, workdir: str, section: ml_collections.ConfigDict,
   batches = itertools.islice(batches, start, None)
   config_json = json.dumps(section.to_dict())
   bar = progress.Progress(section.steps - start, name)
+  writer = writers.create_writer(os.path.join(workdir, name))
+  window = None
   last_save = time.monotonic()
   with manager.Preemption() as preempt:
     for step in range(start, section.steps):
       x, y = next(batches)
       state, loss, *aux = step_fn(state, jnp.asarray(x), jnp.asarray(y),
                                   jax.random.fold_in(rng, step))
-      bar.update(loss=loss, **{f'aux{i}': a for i, a in enumerate(aux)})
+      scalars = {'loss': loss, **{f'aux{i}': a for i, a in enumerate(aux)}}
+      bar.update(**scalars)
+      window = writers.average_into(window, scalars)
+      if (step + 1) % log_every == 0:
+        writer.write_scalars(step + 1, writers.window_means(window))
+        window = None
       if preempt.agreed():
         ckpt.save(step + 1, state, config_json)
+        writer.close()
         logging.warning('%s: stopped at step %d; rerun to resume.', name,
                         step + 1)
         return None
@@ -144,7 +157,24 @@ def run_resumable(name: str, workdir: str, section: ml_collections.ConfigDict,
         last_save = time.monotonic()
   ckpt.save(section.steps, state, config_json)
   ckpt.close()
+  writer.close()
+  _plot_loss(workdir, name)
   return state
+
+
+def _plot_loss(workdir: str, name: str):
+  """WORKDIR/NAME_loss.png from the stage's metrics.jsonl (all sessions)."""
+  path = os.path.join(workdir, name, writers.JSONL_NAME)
+  if jax.process_index() or not os.path.exists(path):
+    return
+  rows = writers.read_jsonl(path)
+  if not rows:
+    return
+  plots.plot_curves(os.path.join(workdir, f'{name}_loss.png'),
+                    {name: ([r['step'] for r in rows],
+                            [r['loss'] for r in rows])},
+                    'step', 'training loss (window mean)',
+                    f'{name}: training loss')
 
 
 def mean_std(values: list[float]) -> dict:

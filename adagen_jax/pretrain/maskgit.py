@@ -45,7 +45,6 @@ import numpy as np
 import optax
 
 from adagen_jax import assets
-from adagen_jax import progress
 from adagen_jax.data import fashion_mnist
 from adagen_jax.generators import maskgit
 from adagen_jax.pretrain import common
@@ -108,8 +107,11 @@ def _tokenizer_step(module, tx, cfg, state: TokenizerState, images, rng):
   return state, loss, rec, jnp.sum(count > 0)
 
 
-def train_tokenizer(config, images: np.ndarray) -> dict:
-  """Stage 1 on float32 [N, 28, 28, 1] images; returns the params."""
+def train_tokenizer(config, images: np.ndarray, workdir: str) -> dict | None:
+  """Stage 1 on float32 [N, 28, 28, 1] images; returns the params.
+
+  Resumable (common.run_resumable); None when SIGTERM stopped it.
+  """
   cfg = config.tokenizer_train
   tokenizer, _ = maskgit.make_nets(config.model)
   rng = jax.random.key(config.seed)
@@ -135,13 +137,12 @@ def train_tokenizer(config, images: np.ndarray) -> dict:
   step_fn = jax.jit(functools.partial(_tokenizer_step, tokenizer, tx, cfg))
   batches = fashion_mnist.batches(images, np.zeros(images.shape[0]),
                                   cfg.batch_size, config.seed, 0, 1)
-  bar = progress.Progress(cfg.steps, 'tokenizer')
-  for step in range(cfg.steps):
-    x, _ = next(batches)
-    state, loss, rec, used = step_fn(state, jnp.asarray(x),
-                                     jax.random.fold_in(rng_train, step))
-    bar.update(loss=loss, rec=rec, codes_used=used)
-  return jax.device_get(state.params)
+  # aux0: reconstruction loss, aux1: codes used in the batch.
+  state = common.run_resumable(
+      'tokenizer', workdir, cfg, {'model': config.model.to_dict(),
+                                  'seed': config.seed}, state,
+      lambda st, x, y, rng: step_fn(st, x, rng), batches, rng_train)
+  return None if state is None else jax.device_get(state.params)
 
 
 def tokenize(tokenizer, params, images: np.ndarray, batch: int = 1000
@@ -210,9 +211,12 @@ def _eval_loss(module, params, ids, labels, rng):
 
 
 def train_transformer(config, ids: np.ndarray, labels: np.ndarray,
-                      test_ids: np.ndarray, test_labels: np.ndarray
-                      ) -> tuple[dict, dict]:
-  """Stage 2 on int32 [N, tokens^2] ids; returns (EMA params, metrics)."""
+                      test_ids: np.ndarray, test_labels: np.ndarray,
+                      workdir: str) -> tuple[dict | None, dict]:
+  """Stage 2 on int32 [N, tokens^2] ids; returns (EMA params, metrics).
+
+  Resumable (common.run_resumable); (None, {}) when SIGTERM stopped it.
+  """
   cfg = config.transformer_train
   _, module = maskgit.make_nets(config.model, dropout=cfg.dropout)
   rng = jax.random.key(config.seed + 1)
@@ -227,12 +231,13 @@ def train_transformer(config, ids: np.ndarray, labels: np.ndarray,
       _transformer_step, module, tx, cfg, config.model.num_classes))
   batches = fashion_mnist.batches(ids, labels, cfg.batch_size,
                                   config.seed, 0, 1)
-  bar = progress.Progress(cfg.steps, 'transformer')
-  for step in range(cfg.steps):
-    x, y = next(batches)
-    state, loss, acc = step_fn(state, jnp.asarray(x), jnp.asarray(y),
-                               jax.random.fold_in(rng_train, step))
-    bar.update(loss=loss, masked_acc=acc)
+  # aux0: masked-token accuracy.
+  state = common.run_resumable(
+      'transformer', workdir, cfg, {'model': config.model.to_dict(),
+                                    'seed': config.seed}, state, step_fn,
+      batches, rng_train)
+  if state is None:
+    return None, {}
   _, eval_module = maskgit.make_nets(config.model)
   eval_fn = jax.jit(functools.partial(_eval_loss, eval_module))
   ce, acc = eval_fn(state.ema_params, jnp.asarray(test_ids),
@@ -311,7 +316,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tok_params = assets.load_variables(tokenizer_path, 'tokenizer', '')
     tok_minutes = assets.load_meta(tokenizer_path)['minutes']
   else:
-    tok_params = train_tokenizer(config, train_x)
+    tok_params = train_tokenizer(config, train_x, workdir)
+    if tok_params is None:  # preempted: saved, a rerun resumes
+      return {}
     tok_minutes = round((time.time() - t0) / 60, 1)
     assets.save_variables(tokenizer_path, tok_params,
                           {'minutes': tok_minutes})
@@ -329,7 +336,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info('tokenizer uses %d of %d codes on the train split', used,
                  config.model.codebook_size)
     ema_params, metrics = train_transformer(config, train_ids, train_y,
-                                            test_ids, test_y)
+                                            test_ids, test_y, workdir)
+    if ema_params is None:  # preempted: saved, a rerun resumes
+      return {}
     metrics['codes_used_train'] = int(used)
     metrics['transformer_minutes'] = round((time.time() - t1) / 60, 1)
     assets.save_variables(transformer_path, ema_params, metrics)

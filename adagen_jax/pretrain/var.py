@@ -45,7 +45,6 @@ import optax
 
 from adagen_jax import assets
 from adagen_jax import generators
-from adagen_jax import progress
 from adagen_jax.data import fashion_mnist
 from adagen_jax.generators import var
 from adagen_jax.generators import var_nets
@@ -138,8 +137,11 @@ def _vq_step(vae: var_vqvae.VQVAE, tx, cfg, state: VQState, images, rng):
   return state, rec, vq, jnp.sum(used)
 
 
-def train_vqvae(config, images: np.ndarray) -> dict:
-  """Stage 1 on float32 [N, 28, 28, 1] images; returns the variables."""
+def train_vqvae(config, images: np.ndarray, workdir: str) -> dict | None:
+  """Stage 1 on float32 [N, 28, 28, 1] images; returns the variables.
+
+  Resumable (common.run_resumable); None when SIGTERM stopped it.
+  """
   cfg = config.vqvae_train
   _, vae = var.modules_from_config(generator_config(config, ''))
   rng_init, rng_train = jax.random.split(jax.random.key(config.seed))
@@ -150,13 +152,12 @@ def train_vqvae(config, images: np.ndarray) -> dict:
   step_fn = jax.jit(functools.partial(_vq_step, vae, tx, cfg))
   batches = fashion_mnist.batches(images, np.zeros(images.shape[0]),
                                   cfg.batch_size, config.seed, 0, 1)
-  bar = progress.Progress(cfg.steps, 'VAR VQVAE')
-  for step in range(cfg.steps):
-    x, _ = next(batches)
-    state, rec, vq, used = step_fn(state, jnp.asarray(x),
-                                   jax.random.fold_in(rng_train, step))
-    bar.update(rec=rec, vq=vq, codes_used=used)
-  return {'params': jax.device_get(state.params)}
+  # loss: reconstruction; aux0: VQ loss, aux1: codes used in the batch.
+  state = common.run_resumable(
+      'vqvae', workdir, cfg, {'model': config.model.to_dict(),
+                              'seed': config.seed}, state,
+      lambda st, x, y, rng: step_fn(st, x, rng), batches, rng_train)
+  return None if state is None else {'params': jax.device_get(state.params)}
 
 
 def tokenize(vae: var_vqvae.VQVAE, variables, images: np.ndarray,
@@ -200,9 +201,12 @@ def _var_step(net, vae, tx, cfg, vae_vars, state: common.EmaTrainState, ids,
 
 
 def train_var(config, vae_vars, ids: np.ndarray, labels: np.ndarray,
-              test_ids: np.ndarray, test_labels: np.ndarray
-              ) -> tuple[dict, dict]:
-  """Stage 2 on int32 [N, L] ids; returns (EMA variables, test metrics)."""
+              test_ids: np.ndarray, test_labels: np.ndarray, workdir: str
+              ) -> tuple[dict | None, dict]:
+  """Stage 2 on int32 [N, L] ids; returns (EMA variables, test metrics).
+
+  Resumable (common.run_resumable); (None, {}) when SIGTERM stopped it.
+  """
   cfg = config.var_train
   net, vae = var.modules_from_config(generator_config(config, ''))
   rng_init, rng_train = jax.random.split(jax.random.key(config.seed + 1))
@@ -215,13 +219,14 @@ def train_var(config, vae_vars, ids: np.ndarray, labels: np.ndarray,
                     donate_argnums=1)
   batches = fashion_mnist.batches(ids, labels, cfg.batch_size, config.seed,
                                   0, 1)
-  bar = progress.Progress(cfg.steps, 'VAR transformer')
-  for step in range(cfg.steps):
-    x, y = next(batches)
-    state, loss, acc = step_fn(vae_vars, state, jnp.asarray(x),
-                               jnp.asarray(y),
-                               jax.random.fold_in(rng_train, step))
-    bar.update(loss=loss, token_acc=acc)
+  # aux0: token accuracy.
+  state = common.run_resumable(
+      'var', workdir, cfg, {'model': config.model.to_dict(),
+                            'seed': config.seed}, state,
+      lambda st, x, y, rng: step_fn(vae_vars, st, x, y, rng), batches,
+      rng_train)
+  if state is None:
+    return None, {}
   loss, acc = jax.jit(functools.partial(_var_loss, net, vae, smoothing=0.0))(
       vae_vars, state.ema_params, jnp.asarray(test_ids[:2000]),
       jnp.asarray(test_labels[:2000]))
@@ -261,12 +266,17 @@ def evaluate_model(config, gen_config, workdir: str) -> dict:
 
 
 def _stage(path: str, train_fn):
-  """(variables, metadata) of a stage: reused from `path`, or trained."""
+  """(variables, metadata) of a stage: reused from `path`, or trained.
+
+  (None, None) when SIGTERM stopped the stage (saved; a rerun resumes).
+  """
   if os.path.exists(path):
     logging.info('reusing %s', path)
     return assets.load_variables(path, 'stage', ''), assets.load_meta(path)
   t0 = time.time()
   variables, meta = train_fn()
+  if variables is None:
+    return None, None
   meta = dict(meta, minutes=round((time.time() - t0) / 60, 1))
   assets.save_variables(path, variables, meta)
   return variables, meta
@@ -280,7 +290,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   test_x, test_y = fashion_mnist.load('test', data_dir)
   os.makedirs(workdir, exist_ok=True)
   vae_vars, vq_meta = _stage(os.path.join(workdir, 'vqvae.msgpack'),
-                             lambda: (train_vqvae(config, train_x), {}))
+                             lambda: (train_vqvae(config, train_x, workdir),
+                                      {}))
+  if vae_vars is None:  # preempted
+    return {}
   _, vae = var.modules_from_config(generator_config(config, ''))
 
   def stage2():
@@ -289,10 +302,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info('the VQVAE uses %d of %d codes on the train split', used,
                  vae.vocab_size)
     variables, metrics = train_var(config, vae_vars, ids, train_y,
-                                   tokenize(vae, vae_vars, test_x), test_y)
+                                   tokenize(vae, vae_vars, test_x), test_y,
+                                   workdir)
     return variables, dict(metrics, codes_used_train=used)
 
   var_vars, var_meta = _stage(os.path.join(workdir, 'var.msgpack'), stage2)
+  if var_vars is None:  # preempted
+    return {}
   gen = generator_config(config, output)
   if not config.output:
     # Shipped assets are named, not paths, so exports stay portable.

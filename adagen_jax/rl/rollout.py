@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import chex
 import flax
 import jax
 import jax.numpy as jnp
@@ -61,6 +62,17 @@ def actions_from_raw(spec: base.ActionSpec, residual: jax.Array,
   return pre, spec.activate(pre)
 
 
+def check_obs(generator: base.Generator, obs: jax.Array, batch: int):
+  """The protocol's observation contract: float [B, *obs_shape].
+
+  chex checks shapes while tracing, so a generator that breaks the
+  contract fails at its first rollout with the names of what differs,
+  and a compiled rollout pays nothing.
+  """
+  chex.assert_shape(obs, (batch,) + tuple(generator.obs_shape))
+  chex.assert_type(obs, float)
+
+
 def rollout(generator: base.Generator, gen_params, labels: jax.Array,
             rng: jax.Array, act_fn: ActFn | None = None, *,
             keep_obs: bool = True, obs_dtype=jnp.float32,
@@ -91,16 +103,22 @@ def rollout(generator: base.Generator, gen_params, labels: jax.Array,
     transition = lambda p, s, a, k, t: generator.step(p, s, a, k)
   gen_params = jax.lax.stop_gradient(gen_params)
   rng_init, rng_steps = jax.random.split(rng)
+  batch = labels.shape[0]
+  chex.assert_type(labels, int)
   state, obs = generator.init(gen_params, labels, rng_init)
-  prev = jnp.zeros((labels.shape[0], spec.size), jnp.float32)
+  check_obs(generator, obs, batch)
+  prev = jnp.zeros((batch, spec.size), jnp.float32)
 
   def body(carry, xs):
     state, obs, prev = carry
     t, key = xs
     k_act, k_step = jax.random.split(key)
     raw, logp, value = act_fn(obs, t, k_act)
+    chex.assert_shape(raw, (batch, spec.size))
+    chex.assert_shape((logp, value), (batch,))
     pre, action = actions_from_raw(spec, residual, prev, raw, t)
     state, next_obs = transition(gen_params, state, action, k_step, t)
+    check_obs(generator, next_obs, batch)
     out = (obs.astype(obs_dtype) if keep_obs else None, raw, logp, value,
            jnp.stack([action[n] for n in spec.names], axis=-1))
     return (state, next_obs, pre), out
@@ -109,5 +127,7 @@ def rollout(generator: base.Generator, gen_params, labels: jax.Array,
       body, (state, obs, prev),
       (jnp.arange(num_steps), jax.random.split(rng_steps, num_steps)))
   images = generator.decode(gen_params, state)
+  chex.assert_shape(images, (batch,) + tuple(generator.image_shape))
+  chex.assert_type(images, float)
   return Trajectory(obs=all_obs, raw=raw, logp=logp, value=value,
                     actions=actions, images=images, labels=labels)
