@@ -38,7 +38,7 @@ def get_config(paradigm: str = 'sit'):
   c.sampling = ml_collections.ConfigDict({k: gen[k] for k in _SAMPLING})
   dit = paradigm == 'dit'
   c.train = ml_collections.ConfigDict(dict(
-      steps=6000, batch_size=128, lr=1e-3, warmup_steps=200,
+      steps=5500, batch_size=128, lr=1e-3, warmup_steps=200,
       weight_decay=0.0, grad_clip=1.0, p_uncond=0.1, ema_decay=0.999,
       t_range=(0.001, 1.0) if dit else (0.0, 1.0),
       t_sampling='uniform' if dit else 'logit_normal'))
