@@ -24,11 +24,12 @@ labels are random.
 the discriminator heads, the mapping network and the Fashion-MNIST backbone
 have no dtype knob and always run in float32.
 
-Prints the best of 3 timed steps after a warm-up (compile) step, images/s
-(2 x batch images per step) and peak device memory so far where the backend
-reports it. With the same rng every timed step takes the same branch of the
-random crop (crop or area-resize). Results go into docs/RESULTS.md by hand,
-with the command and machine.
+Prints the best of --repeats (3) timed steps after a warm-up (compile) step,
+images/s (2 x batch images per step) and peak device memory so far where
+the backend reports it. With the same rng every timed step takes the same
+branch of the random crop (crop or area-resize). --json=PATH also writes
+the row (benchmarks/gpu_suite.sh collects it). Results go into
+docs/RESULTS.md by hand, with the command and machine.
 """
 
 import argparse
@@ -80,7 +81,10 @@ def main():
                  help='real images per step (and as many generated ones)')
   p.add_argument('--dtype', default='float32',
                  help="the DINO backbone's compute dtype")
+  p.add_argument('--repeats', type=int, default=3)
+  timing.add_json_flag(p)
   args = p.parse_args()
+  rows = timing.JsonRows(args.json, 'discriminator_step', args)
   if args.batch % 8:
     raise SystemExit(f'--batch={args.batch}: use a multiple of 8 (the '
                      "discriminator's BatchNormLocal groups).")
@@ -108,11 +112,14 @@ def main():
         f'{b} real + {b} generated {"x".join(map(str, image_shape))} '
         f'images per step, loss {reward_config.loss}, p_crop '
         f'{reward_config.p_crop}')
+  stats = {}
   secs = timing.time_fn(update, state, real, real_labels, fake, fake_labels,
-                        keys[5])
+                        keys[5], repeats=args.repeats, stats=stats)
+  peak = timing.peak_memory_gib()
   print('batch  s/step   img/s  peak GiB')
-  print(f'{b:5d}  {secs:6.3f}  {2 * b / secs:6.0f}  '
-        f'{timing.peak_memory_gib():8.2f}')
+  print(f'{b:5d}  {secs:6.3f}  {2 * b / secs:6.0f}  {peak:8.2f}')
+  rows.add(batch=b, seconds=secs, img_per_s=2 * b / secs, peak_gib=peak or None,
+           first_call_s=stats['first_call_s'])
 
 
 if __name__ == '__main__':

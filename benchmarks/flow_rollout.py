@@ -20,14 +20,17 @@ decode is not run. --decode builds the configs' SD-VAE decoder (random
 weights) and times it as part of the rollout; the FLOPs (and so the MFU)
 still count the DiT only.
 
-Prints one row per batch size: images/s of the rollout with the policy, the
-same rollout with the hand-crafted time grid (the policy's share of the time
-is 1 - t_heuristic / t_policy), model FLOPs utilisation (matmul FLOPs of one
+Prints one row per batch size: images/s of the rollout with the policy as
+training runs it (exploring actor, critic values, observations kept;
+timing.policy_rollout), the same rollout with the hand-crafted time grid as
+sampling runs it (the policy's share of the time is
+1 - t_heuristic / t_policy), model FLOPs utilisation (matmul FLOPs of one
 DiT forward per image x 2 NFE forwards: every evaluation runs the
 conditional and the unconditional pass) against a measured dense matmul rate
 in the same dtype, and peak device memory so far where the backend reports
-it. Times are the best of 3 after a warm-up (compile) run. Results go into
-docs/RESULTS.md by hand, with the command and machine.
+it. Times are the best of --repeats (3) after a warm-up (compile) run;
+--json=PATH also writes the rows (benchmarks/gpu_suite.sh collects them).
+Results go into docs/RESULTS.md by hand, with the command and machine.
 """
 
 import argparse
@@ -103,7 +106,10 @@ def main():
                  help='dit_xl: also run the SD-VAE decode (random weights)')
   p.add_argument('--hidden', type=int, default=None,
                  help='policy width (default 512; 64 for tiny)')
+  p.add_argument('--repeats', type=int, default=3)
+  timing.add_json_flag(p)
   args = p.parse_args()
+  rows = timing.JsonRows(args.json, 'flow_rollout', args)
   dtype = jnp.dtype(args.dtype)
   batches = [int(x) for x in args.batches.split(',')]
   for b in batches:
@@ -116,7 +122,7 @@ def main():
   hidden = args.hidden or (64 if args.size == 'tiny' else 512)
   agent = policy_lib.make_agent(gen.action_spec.size, gen.num_steps,
                                 hidden_size=hidden)
-  agent_params = agent.init(jax.random.key(2), gen.obs_shape)
+  agent_params = timing.init_agent(agent, gen.obs_shape)
 
   run = timing.jitted_rollout(gen, agent)
   peak = timing.matmul_tflops(dtype)
@@ -131,8 +137,11 @@ def main():
         f'{"sd_vae" if args.decode and args.size != "tiny" else "none"}, '
         f'measured matmul {peak:.1f} TFLOP/s, '
         f'{flops_per_image / 1e9:.1f} GFLOP/image')
+  rows.note(matmul_tflops=peak, flops_per_image=flops_per_image,
+            forwards_per_image=forwards)
   timing.print_rollout_rows(run, params, agent_params, batches,
-                            gen.num_classes, flops_per_image, peak)
+                            gen.num_classes, flops_per_image, peak,
+                            repeats=args.repeats, rows=rows)
 
 if __name__ == '__main__':
   main()

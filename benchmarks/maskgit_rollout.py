@@ -5,10 +5,14 @@
   python benchmarks/maskgit_rollout.py --size=tiny --batches=8,32   # CPU check
 
 Prints one row per batch size: images/s of the guided rollout with the
-policy, the same rollout with the hand-crafted schedule (the policy's share
-is the difference), model FLOPs utilisation against a measured dense matmul
-rate in the same dtype, and peak device memory where the backend reports it.
-Results go into docs/RESULTS.md by hand, with the command and machine.
+policy as training runs it (exploring actor, critic values, observations
+kept; timing.policy_rollout), the same rollout with the hand-crafted
+schedule as sampling runs it (the policy's share is the difference), model
+FLOPs utilisation against a measured dense matmul rate in the same dtype,
+and peak device memory where the backend reports it. Times are the best of
+--repeats after a warm-up (compile) run; --json=PATH also writes the rows
+(benchmarks/gpu_suite.sh collects them). Results go into docs/RESULTS.md by
+hand, with the command and machine.
 """
 
 import argparse
@@ -46,7 +50,10 @@ def main():
   p.add_argument('--batches', default='8,32')
   p.add_argument('--steps', type=int, default=8)
   p.add_argument('--dtype', default='float32')
+  p.add_argument('--repeats', type=int, default=3)
+  timing.add_json_flag(p)
   args = p.parse_args()
+  rows = timing.JsonRows(args.json, 'maskgit_rollout', args)
   size = SIZES[args.size]
   dtype = jnp.dtype(args.dtype)
   tokens = size['tokens'] ** 2
@@ -60,21 +67,26 @@ def main():
                      embedding_dim=32, norm_groups=8)))
   tokenizer, transformer = maskgit.make_nets(cfg)
   side = size['tokens']
-  params = {
-      'tokenizer': tokenizer.init(jax.random.key(0), jnp.zeros(
-          (1, side * 4, side * 4, 3)))['params'],
-      'transformer': transformer.init(
-          jax.random.key(1), jnp.zeros((1, tokens), jnp.int32),
-          jnp.zeros((1,), jnp.int32))['params'],
-  }
-  params = jax.tree.map(lambda x: x.astype(dtype), params)
+
+  @jax.jit
+  def init():  # jitted: eager inits take a minute on a busy CPU
+    params = {
+        'tokenizer': tokenizer.init(jax.random.key(0), jnp.zeros(
+            (1, side * 4, side * 4, 3)))['params'],
+        'transformer': transformer.init(
+            jax.random.key(1), jnp.zeros((1, tokens), jnp.int32),
+            jnp.zeros((1,), jnp.int32))['params'],
+    }
+    return jax.tree.map(lambda x: x.astype(dtype), params)
+
+  params = init()
   gen = maskgit.MaskGITGenerator(
       tokenizer=tokenizer, transformer=transformer,
       action_spec=maskgit.make_action_spec(cfg), num_steps=args.steps,
       image_shape=(side * 4, side * 4, 3), weights='random',
       schedule='cosine')
   agent = policy_lib.make_agent(4, args.steps, hidden_size=size['hidden'])
-  agent_params = agent.init(jax.random.key(2), gen.obs_shape)
+  agent_params = timing.init_agent(agent, gen.obs_shape)
 
   run = timing.jitted_rollout(gen, agent)
   peak = timing.matmul_tflops(dtype)
@@ -83,8 +95,10 @@ def main():
         f'{args.size}, T={args.steps}, {args.dtype}, measured matmul '
         f'{peak:.1f} TFLOP/s, {flops_per_image / 1e9:.1f} GFLOP/image')
   batches = [int(x) for x in args.batches.split(',')]
+  rows.note(matmul_tflops=peak, flops_per_image=flops_per_image)
   timing.print_rollout_rows(run, params, agent_params, batches,
-                            size['num_classes'], flops_per_image, peak)
+                            size['num_classes'], flops_per_image, peak,
+                            repeats=args.repeats, rows=rows)
 
 if __name__ == '__main__':
   main()

@@ -2,19 +2,20 @@
 # What a session with the H100 runs, as one background pipeline, in order:
 #   A. trains the Fashion-MNIST SiT, DiT and VAR (issues 5, 6), side by side,
 #      each ending with its 3-seed evaluation at the hand-crafted settings;
-#   B. the speed benchmarks, alone on the GPU (issues 5, 6, 8);
-#   C. the policy sweeps of the new generators and a larger MaskGIT run
+#   B. the policy sweeps of the new generators and a larger MaskGIT run
 #      (issues 4, 5, 6), several jobs per generator side by side.
+# The speed benchmarks are not part of it: benchmarks/gpu_suite.sh runs
+# them in one call, alone on the GPU.
 #
 #   setsid bash experiments/h100_pipeline.sh OUT > OUT.log 2>&1 < /dev/null &
 #   SMOKE=1 bash experiments/h100_pipeline.sh /tmp/smoke   # toy sizes, CPU
 #
-# OUT gets one log per job, the benchmark tables (bench_*.txt), the sweep
-# rows (sweep/rows.jsonl) and a file per finished stage (A.done, ...). The
-# generators are written into this checkout's adagen_jax/assets, so run it
-# from a copy of the repository if the checkout is synced while it runs.
-# SMOKE=1 checks the script end to end in minutes (tiny steps and batches,
-# CPU sizes of the benchmarks); its numbers mean nothing.
+# OUT gets one log per job, the sweep rows (sweep/rows.jsonl) and a file
+# per finished stage (A.done, B.done). The generators are written into this
+# checkout's adagen_jax/assets, so run it from a copy of the repository if
+# the checkout is synced while it runs.
+# SMOKE=1 checks the script end to end in minutes (tiny steps and
+# batches); its numbers mean nothing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-runs/h100}")
@@ -29,9 +30,6 @@ if [[ ${SMOKE:-0} == 1 ]]; then
        --config.eval.num=100 --config.eval.batch=50 --config.eval.seeds=(0,)'
   rl='--config.ppo.trajectories=16 --config.ppo.rollout_batch=16
       --config.reward.d_batch=16 --config.num_iterations=2'
-  bench=(
-    'maskgit_rollout.py --size=tiny --batches=8'
-    'ppo_update.py --size=fmnist --trajectories=32 --steps=4')
   sweep_jobs=('adversarial 4 0' 'heuristic 4')
   var_jobs=('nonadaptive 6 0' 'heuristic 6')
   maskgit_jobs=('adversarial 4 0')
@@ -50,13 +48,6 @@ else
       --config.reward.d_batch=512 --config.num_iterations=200
       --config.policy.std_decay_steps=(150,) --config.checkpoint_every=50
       --config.plots_every=100'
-  bench=(
-    'maskgit_rollout.py --size=maskgit_l --batches=64,256,1024 --steps=8 --dtype=bfloat16'
-    'ppo_update.py --size=maskgit_l --trajectories=4096 --steps=8 --obs_dtype=bfloat16'
-    'ppo_update.py --size=fmnist --trajectories=2048 --steps=8'
-    'flow_rollout.py --size=dit_xl --paradigm=dit --batches=64,256 --nfe=16 --dtype=bfloat16'
-    'var_rollout.py --size=d16 --batch=256 --dtype=bfloat16'
-    'discriminator_step.py --size=imagenet --batch=256 --dtype=bfloat16')
   sweep_jobs=()  # the default list
   var_jobs=()
   # The MaskGIT at twice these trajectories (the reference's 4096).
@@ -79,18 +70,7 @@ if [[ ! -f $out/A.done ]]; then
   touch "$out/A.done"
 fi
 
-if [[ ! -f $out/B.done ]]; then
-  stage 'B: benchmarks'
-  for b in "${bench[@]}"; do
-    name=$(echo "$b" | tr -c 'a-z0-9_\n' _ | cut -c1-60)
-    stage "  $b"
-    # shellcheck disable=SC2086
-    timeout 240 python benchmarks/$b > "$out/bench_$name.txt" 2>&1
-  done
-  touch "$out/B.done"
-fi
-
-stage 'C: sweeps'
+stage 'B: sweeps'
 sweep() {  # GENERATOR RUNS FIRST_CORE PARALLEL [JOB...] (EXTRA set)
   GENERATOR=$1 FIRST_CORE=$3 bash experiments/fmnist_sweep.sh \
     "$out/$2" "$4" "${@:5}" > "$out/$2_$1.log" 2>&1
@@ -102,5 +82,5 @@ EXTRA=$rl sweep var sweep 8 3 "${var_jobs[@]}" &
 EXTRA="$rl --config.ppo.trajectories=4096 --config.ppo.rollout_batch=2048" \
   sweep maskgit maskgit_4096 11 2 "${maskgit_jobs[@]}" &
 wait
-touch "$out/C.done"
+touch "$out/B.done"
 stage done

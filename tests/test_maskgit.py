@@ -1,5 +1,6 @@
 """MaskGIT generator: the reference transition, schedules, nets, loading."""
 
+import dataclasses
 import functools
 
 import chex
@@ -376,7 +377,11 @@ def test_build_loads_checks_and_explains(tmp_path, params):
   gen, loaded = maskgit.build(config)
   chex.assert_trees_all_equal(loaded, params)
   assert gen.obs_shape == (N, 16) and gen.num_classes == NUM_CLASSES
-  assert gen == make_generator(tiny_config(weights=config.weights))
+  # The identity records what the weights are: a digest of the two files.
+  assert gen.weights_digest == assets.weights_digest(tr, tok)
+  assert gen == dataclasses.replace(
+      make_generator(tiny_config(weights=config.weights)),
+      weights_digest=gen.weights_digest)
   config.weights = tr
   with pytest.raises(errors.UserError, match='lack the tokenizer'):
     maskgit.build(config)

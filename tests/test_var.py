@@ -299,8 +299,10 @@ def test_build_loads_converted_weights(gen, tmp_path):
     generators.build(section)
   assets.save_variables(section.vae_weights, params['vae'])
   built, loaded = generators.build(section)
+  digest = assets.weights_digest(section.var_weights, section.vae_weights)
   assert built == g.__class__(g.var, g.vae, obs_side=4,
-                              weights_id='var_tiny.msgpack')
+                              weights_id='var_tiny.msgpack',
+                              weights_digest=digest)
   chex.assert_trees_all_equal(loaded, params)
   section.width = 64  # weights of another size
   with pytest.raises(errors.UserError, match='do not fit'):
