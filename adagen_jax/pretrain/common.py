@@ -148,6 +148,7 @@ def run_resumable(name: str, workdir: str, section: ml_collections.ConfigDict,
         window = None
       if preempt.agreed():
         ckpt.save(step + 1, state, config_json)
+        ckpt.close()
         writer.close()
         logging.warning('%s: stopped at step %d; rerun to resume.', name,
                         step + 1)
