@@ -81,6 +81,7 @@ def ppo_settings(ppo_config) -> ppo_lib.PPOConfig:
   """The static PPOConfig of a config's `ppo` section."""
   return ppo_lib.PPOConfig(
       epochs=ppo_config.epochs, num_minibatches=ppo_config.num_minibatches,
+      micro_batches=ppo_config.get('micro_batches', 1),
       clip_eps=ppo_config.clip_eps, vf_coef=ppo_config.vf_coef)
 
 
@@ -210,17 +211,39 @@ class Trainer:
                        iteration=jnp.int32(0))
     return mesh_lib.replicate(state, self.mesh)
 
-  def real_batches(self, start: int):
-    """This process's real (images, labels) batches from batch `start` on."""
+  def warm_reward(self, state: TrainState) -> TrainState:
+    """The FD reward's real statistics from `reward.fd_init_batches` batches.
+
+    Grown only by the loop's real batches, they start from one batch (256
+    images for 128-d features on the CPU): a covariance that noisy makes the
+    first iterations' rewards noise. An independent shuffle of the real
+    data fills them before iteration 0.
+    """
+    if self.config.reward.name != 'fd':
+      return state
+    reward_state = state.reward
+    batches = self.real_batches(0, stream=1)
+    for k in range(self.config.reward.get('fd_init_batches', 0)):
+      real = mesh_lib.shard_host_batch(next(batches), self.mesh)
+      reward_state, _ = self.d_step(reward_state, state.ppo.params, real,
+                                    real, jax.random.key(k), 0.0)
+    return state.replace(reward=reward_state)
+
+  def real_batches(self, start: int, stream: int = 0):
+    """This process's real (images, labels) batches from batch `start` on.
+
+    `stream` 0 is the training loop's; others are independent shuffles.
+    """
     cfg = self.config
+    seed = cfg.seed + 1000 * stream
     if cfg.data.name == 'fashion_mnist':
       it = fashion_mnist.batches(
           *fashion_mnist.load('train', cfg.data.path or None),
-          global_batch=cfg.reward.d_batch, seed=cfg.seed)
+          global_batch=cfg.reward.d_batch, seed=seed)
       return itertools.islice(it, start, None)
     if cfg.data.name == 'imagenet2012':
       from adagen_jax.data import imagenet  # pylint: disable=g-import-not-at-top
-      ds = imagenet.make_dataset('train', cfg.reward.d_batch, cfg.seed,
+      ds = imagenet.make_dataset('train', cfg.reward.d_batch, seed,
                                  image_size=self.generator.image_shape[0],
                                  data_dir=cfg.data.path or None)
       return (ds[i] for i in itertools.count(start))
@@ -307,6 +330,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   restored = ckpt.restore_latest(state)
   if restored is not None:
     state = mesh_lib.replicate(restored[1], trainer.mesh)
+  else:
+    state = trainer.warm_reward(state)
   start = int(state.iteration)
   if is_chief:
     _log_parameters(state)
@@ -398,9 +423,15 @@ def _make_evaluator(cfg):
 
 
 def make_backbone(reward_config) -> rewards_lib.Backbone:
-  """The frozen reward backbone; never the evaluation network."""
+  """The frozen reward backbone; the evaluation network only as a diagnostic."""
   if reward_config.backbone == 'fmnist':
     return rewards_lib.fmnist_backbone()
+  if reward_config.backbone == rewards_lib.DIAGNOSTIC_BACKBONE:
+    logging.warning(
+        'DIAGNOSTIC run: the reward reads FeatureNet, the network that '
+        'computes FD-FMNIST. Its FD measures what the RL machinery can reach '
+        'on an aligned reward; it is not a result and is never shipped.')
+    return rewards_lib.featurenet_diagnostic_backbone()
   if reward_config.backbone == 'dino_vits16':
     model = dino_vit.DinoViT()
     params = dino_vit.load_dino_vits16(reward_config.backbone_weights)
@@ -408,8 +439,8 @@ def make_backbone(reward_config) -> rewards_lib.Backbone:
         apply=lambda v, x: (model.apply(v, x), None),
         variables={'params': params}, readout=True)
   raise errors.UserError(
-      f'config.reward.backbone={reward_config.backbone!r}; use fmnist or '
-      'dino_vits16.')
+      f'config.reward.backbone={reward_config.backbone!r}; use fmnist, '
+      f'dino_vits16 or {rewards_lib.DIAGNOSTIC_BACKBONE}.')
 
 
 def concat_trajectories(trajs) -> rollout_lib.Trajectory:

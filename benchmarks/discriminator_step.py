@@ -33,8 +33,6 @@ docs/RESULTS.md by hand, with the command and machine.
 """
 
 import argparse
-import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
@@ -43,22 +41,12 @@ from adagen_jax.backbones import dino_vit
 from adagen_jax.rl import rewards as rewards_lib
 import timing
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # size -> (config file, image shape, number of classes)
 SIZES = {
     'imagenet': ('maskgit_l', (256, 256, 3), 1000),
     'fmnist': ('fmnist_maskgit', (28, 28, 1), 10),
 }
-
-
-def _load_config(name: str):
-  """get_config() of configs/NAME.py of this repository, imported by path."""
-  path = os.path.join(_REPO, 'configs', f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'_config_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def make_backbone(reward_config, dtype) -> rewards_lib.Backbone:
@@ -89,7 +77,7 @@ def main():
     raise SystemExit(f'--batch={args.batch}: use a multiple of 8 (the '
                      "discriminator's BatchNormLocal groups).")
   config_name, image_shape, num_classes = SIZES[args.size]
-  reward_config = _load_config(config_name).reward
+  reward_config = timing.config_module(config_name).get_config().reward
   backbone = make_backbone(reward_config, jnp.dtype(args.dtype))
   model = rewards_lib.make_reward(reward_config, backbone, num_classes)
 

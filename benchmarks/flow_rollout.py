@@ -34,8 +34,6 @@ Results go into docs/RESULTS.md by hand, with the command and machine.
 """
 
 import argparse
-import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
@@ -47,25 +45,15 @@ from adagen_jax.generators import sit
 from adagen_jax.rl import policy as policy_lib
 import timing
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = {'dit': dit.build, 'sit': sit.build}
 SIZES = ('dit_xl', 'tiny')
-
-
-def _load_config_module(name: str):
-  """configs/NAME.py of this repository, imported by path."""
-  path = os.path.join(_REPO, 'configs', f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'_config_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def generator_config(size: str, paradigm: str, nfe: int, dtype: str,
                      decode: bool):
   """The config.generator section to time, with random weights."""
   if size == 'dit_xl':
-    cfg = _load_config_module(f'{paradigm}_xl').generator()
+    cfg = timing.config_module(f'{paradigm}_xl').generator()
     cfg.decoder = 'sd_vae' if decode else 'pixels'
   else:
     cfg = shipped.fmnist_flow_generator(paradigm)  # decoder 'pixels'

@@ -13,6 +13,7 @@ beside the issue's goals and the PyTorch reference figures.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import time
@@ -27,6 +28,18 @@ from adagen_jax.rl import rollout as rollout_lib
 # observations are stored in (config.ppo.obs_dtype).
 EXPLORE_STD = 0.6
 OBS_DTYPE = jnp.bfloat16
+
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def config_module(name: str):
+  """configs/NAME.py of this repository, imported by path."""
+  path = os.path.join(_REPO, 'configs', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'_config_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def time_fn(fn, *args, repeats=3, stats=None):

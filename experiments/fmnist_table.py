@@ -45,7 +45,7 @@ import rows as rows_lib
 _STAGE = flags.DEFINE_enum('stage', 'eval', ['tune', 'eval', 'table'],
                            'What to run.')
 _GENERATOR = flags.DEFINE_enum('generator', 'maskgit',
-                               ['maskgit', 'sit', 'dit', 'var'],
+                               list(shipped.FMNIST_GENERATORS),
                                'Which shipped Fashion-MNIST model.')
 _STEPS = flags.DEFINE_integer('steps', 8, 'Generation steps T (NFE for sit '
                               'and dit; var has one step per scale, 6).')
@@ -78,13 +78,7 @@ TUNE_SEED, TUNE_NUM = 100, 2000
 
 def _generator(steps: int, overrides: dict | None = None):
   """The shipped Fashion-MNIST generator of --generator at `steps`."""
-  name = _GENERATOR.value
-  if name == 'maskgit':
-    cfg = shipped.fmnist_maskgit_generator(steps)
-  elif name == 'var':
-    cfg = shipped.fmnist_var_generator()
-  else:
-    cfg = shipped.fmnist_flow_generator(name, steps)
+  cfg = shipped.fmnist_generator(_GENERATOR.value, steps)
   cfg.update(overrides or {})
   return generators.build(cfg)
 

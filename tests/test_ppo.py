@@ -2,6 +2,7 @@
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -185,6 +186,28 @@ def test_ppo_update_minibatches(small_agent):
   with pytest.raises(ValueError, match='minibatches'):
     ppo.ppo_update(state, agent, batch, 0.3,
                    ppo.PPOConfig(num_minibatches=5), jax.random.key(0))
+
+
+def test_micro_batches_give_the_unsplit_update(small_agent):
+  """Gradient accumulation over 4 chunks == one full-batch gradient."""
+  agent, params = small_agent
+  rs = np.random.RandomState(6)
+  batch = _random_batch(agent, params, 32, (16, 8), rs,
+                        rs.uniform(-0.3, 0.3, 32).astype(np.float32))
+  state = ppo.create_train_state(params, learning_rate=1e-3)
+  updates = [_update(state, agent, batch, jnp.float32(0.3),
+                     ppo.PPOConfig(epochs=2, micro_batches=k))
+             for k in (1, 4)]
+  (whole, m_whole), (split, m_split) = updates
+  chex.assert_trees_all_close(split.params, whole.params, rtol=1e-5,
+                              atol=1e-7)
+  chex.assert_trees_all_close(m_split, m_whole, rtol=1e-5, atol=1e-7)
+  # A real update, not two untouched copies.
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
+                       whole.params, params)
+  assert max(jax.tree.leaves(moved)) > 1e-4
+  with pytest.raises(ValueError, match='micro-batches'):
+    ppo.ppo_update(state, agent, batch, 0.3, ppo.PPOConfig(micro_batches=5))
 
 
 def _train(agent, params, lr, iters, num_steps=4, batch=64):

@@ -279,3 +279,18 @@ def test_backbone_readout_drops_cls():
   np.testing.assert_array_equal(feats[1], 2 * (tokens[:, 1:] + tokens[:, :1]))
   with pytest.raises(ValueError, match='no classifier'):
     bb.logits({}, jnp.zeros((2, 4, 4, 3)))
+
+
+def test_featurenet_diagnostic_backbone_is_the_evaluation_embedding():
+  """The diagnostic FD reward pools exactly what FD-FMNIST compares."""
+  from adagen_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from adagen_jax.backbones import fmnist  # pylint: disable=g-import-not-at-top
+  backbone = rewards.featurenet_diagnostic_backbone()
+  model = rewards.make_reward(ml_collections.ConfigDict({'name': 'fd'}),
+                              backbone, 10)
+  images = jax.random.uniform(jax.random.key(0), (6, 28, 28, 1))
+  module, variables = fmnist.load_feature_net()
+  want, _ = evaluate._embed(module, variables, images)  # pylint: disable=protected-access
+  got = model.pooled(backbone.variables, images)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert float(jnp.abs(want).max()) > 0  # a non-trivial embedding

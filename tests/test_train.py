@@ -190,3 +190,25 @@ def test_reconstructed_reals_need_a_tokenizer(weights, tmp_path, monkeypatch):
   with pytest.raises(errors.UserError, match='real_reconstructed=True.*'
                      'set it to False'):
     train.Trainer(config, str(tmp_path))
+
+
+def test_fd_reward_statistics_are_warmed_before_the_first_iteration(
+    weights, tmp_path):
+  """fd_init_batches independent real batches join the initial batch."""
+  config = tiny_config(weights)
+  config.reward.update(name='fd', fd_init_batches=3)
+  trainer = train.Trainer(config, str(tmp_path))
+  state = trainer.init_state(next(trainer.real_batches(0)))
+  d_batch = config.reward.d_batch
+  assert float(state.reward.count) == d_batch
+  # (warm_reward donates the old reward state, as the loop's D steps do.)
+  warm = trainer.warm_reward(state)
+  assert float(warm.reward.count) == 4 * d_batch
+  # The warm-up batches are another shuffle than the loop's.
+  loop = next(trainer.real_batches(1))[0]
+  other = next(trainer.real_batches(0, stream=1))[0]
+  assert np.abs(np.asarray(loop) - np.asarray(other)).max() > 0.1
+  # Other rewards are left alone.
+  adversarial = train.Trainer(tiny_config(weights), str(tmp_path / 'adv'))
+  adv_state = adversarial.init_state(next(adversarial.real_batches(0)))
+  assert adversarial.warm_reward(adv_state) is adv_state

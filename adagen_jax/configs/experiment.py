@@ -55,6 +55,10 @@ def adagen_config(generator: ml_collections.ConfigDict,
       rollout_batch=512,      # global batch of one rollout call
       epochs=5,
       num_minibatches=1,      # 1 = full batch, as the reference
+      # Gradient accumulation inside each step: the same update with
+      # 1/micro_batches of the activations (fits MaskGIT-L's full batch on
+      # one 80 GB GPU; benchmarks/compiled_programs.py).
+      micro_batches=1,
       learning_rate=1e-5,
       clip_eps=0.2,
       vf_coef=0.5,
@@ -65,7 +69,10 @@ def adagen_config(generator: ml_collections.ConfigDict,
   # a frozen backbone that is never the evaluation network.
   c.reward = ml_collections.ConfigDict(dict(
       name='adversarial',     # 'adversarial' | 'fd' | 'static'
-      backbone='fmnist',      # 'fmnist' (shipped) | 'dino_vits16'
+      # 'fmnist' (shipped DiscBackbone) | 'dino_vits16' | 'featurenet_diagnostic'
+      # (the evaluation network: a diagnostic of the RL machinery's ceiling,
+      # rewards/DIAGNOSTIC_BACKBONE; never a result)
+      backbone='fmnist',
       backbone_weights='',    # the DINO .pth for 'dino_vits16'
       loss='bce',             # 'bce' | 'hinge'
       d_steps=5,              # discriminator steps per PPO iteration
@@ -85,6 +92,10 @@ def adagen_config(generator: ml_collections.ConfigDict,
       # like with like and cannot score the tokenizer's artefacts, which no
       # policy can remove. MaskGIT only; not in the reference.
       real_reconstructed=False,
+      # FD reward: real batches folded into its statistics before the first
+      # iteration (train.Trainer.warm_reward), so early rewards are not
+      # scored against the covariance of a single batch.
+      fd_init_batches=40,
   ))
 
   c.num_iterations = 1000

@@ -78,3 +78,21 @@ def fmnist_var_generator() -> ml_collections.ConfigDict:
       var_weights='fmnist_var',        # shipped assets (or .msgpack paths)
       vae_weights='fmnist_var_vqvae',
   ))
+
+
+FMNIST_GENERATORS = ('maskgit', 'sit', 'dit', 'var')
+
+
+def fmnist_generator(name: str, steps: int) -> ml_collections.ConfigDict:
+  """The section of shipped Fashion-MNIST generator `name` at `steps`.
+
+  VAR has one step per scale, so `steps` does not apply to it.
+  """
+  if name == 'maskgit':
+    return fmnist_maskgit_generator(steps)
+  if name in ('sit', 'dit'):
+    return fmnist_flow_generator(name, steps)
+  if name == 'var':
+    return fmnist_var_generator()
+  raise ValueError(f'unknown Fashion-MNIST generator {name!r}; use one of '
+                   f'{FMNIST_GENERATORS}.')

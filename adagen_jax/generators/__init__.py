@@ -13,6 +13,8 @@ PYTHONPATH; nothing in this package has to change to add one.
 
 import importlib
 
+import jax
+
 from adagen_jax import errors
 
 PARADIGMS = ('maskgit', 'dit', 'sit', 'var', 'toy')
@@ -57,3 +59,25 @@ def build(gen_config):
     raise errors.UserError(f'paradigm {name!r} is not available in '
                            f'this version ({e.name} missing).') from None
   return module.build(gen_config)
+
+
+def build_abstract(gen_config):
+  """(generator, params as jax.ShapeDtypeStruct), reading no weight file.
+
+  The parameters are the shapes of a random initialisation traced by
+  `jax.eval_shape`: nothing is allocated, so a laptop can lower and compile
+  a full-size program (`jit(f).lower(...).compile()`) and read XLA's cost
+  and memory analysis before any weights are downloaded
+  (benchmarks/compiled_programs.py). Needs a paradigm that accepts
+  `random_init` (all built-in ones but the toy).
+  """
+  gen_config = gen_config.copy_and_resolve_references()
+  gen_config.random_init = True
+  built = {}
+
+  def init():
+    built['generator'], params = build(gen_config)
+    return params
+
+  params = jax.eval_shape(init)
+  return built['generator'], params

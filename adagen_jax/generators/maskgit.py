@@ -360,12 +360,28 @@ def build(gen_config) -> tuple[MaskGITGenerator, dict]:
   tokenizer, transformer = make_nets(gen_config)
   image_shape = (gen_config.image_size, gen_config.image_size,
                  gen_config.image_channels)
-  params = load_params(gen_config.weights, tokenizer, transformer,
-                       image_shape, transformer.num_tokens)
+  if gen_config.get('random_init', False):  # benchmarks, abstract shapes
+    params = random_params(tokenizer, transformer, image_shape)
+    weights = digest = 'random_init'
+  else:
+    params = load_params(gen_config.weights, tokenizer, transformer,
+                         image_shape, transformer.num_tokens)
+    weights = gen_config.weights
+    digest = assets.weights_digest(*_weight_files(weights)[1])
   generator = MaskGITGenerator(
       tokenizer=tokenizer, transformer=transformer, action_spec=spec,
       num_steps=int(gen_config.steps), image_shape=image_shape,
-      weights=gen_config.weights, schedule=gen_config.schedule,
-      weights_digest=assets.weights_digest(
-          *_weight_files(gen_config.weights)[1]))
+      weights=weights, schedule=gen_config.schedule, weights_digest=digest)
   return generator, params
+
+
+def random_params(tokenizer, transformer, image_shape) -> dict:
+  """Freshly initialised {'tokenizer', 'transformer'} parameters."""
+  k1, k2 = jax.random.split(jax.random.key(0))
+  return {
+      'tokenizer': tokenizer.init(
+          k1, jnp.zeros((1,) + tuple(image_shape)))['params'],
+      'transformer': transformer.init(
+          k2, jnp.zeros((1, transformer.num_tokens), jnp.int32),
+          jnp.zeros((1,), jnp.int32))['params'],
+  }

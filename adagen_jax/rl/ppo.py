@@ -41,6 +41,10 @@ class PPOConfig:
   """Static PPO settings (hashable). Defaults are the reference's."""
   epochs: int = 5            # K gradient epochs per iteration
   num_minibatches: int = 1   # 1 = full batch, as the reference
+  # Each gradient step's batch is split into this many equal chunks whose
+  # gradients are averaged: the same step (every loss term is a mean over
+  # samples), with 1/micro_batches of the activations alive at once.
+  micro_batches: int = 1
   clip_eps: float = 0.2
   vf_coef: float = 0.5
   ent_coef: float = 0.01     # multiplies a constant: no gradient
@@ -174,19 +178,42 @@ def ppo_update(state: TrainState, agent: policy_lib.Agent, batch: PPOBatch,
     ppo_loss's pieces), plus 'loss_first', the loss of the first step (at
     the behaviour parameters when the batch is fresh).
   """
-  nmb = config.num_minibatches
+  nmb, micro = config.num_minibatches, config.micro_batches
   m = batch.t.shape[0]
   if nmb > 1:
     if rng is None:
       raise ValueError('ppo_update needs rng when num_minibatches > 1.')
     if m % nmb:
       raise ValueError(f'{m} samples do not split into {nmb} minibatches.')
+  if (m // nmb) % micro:
+    raise ValueError(f'minibatches of {m // nmb} samples do not split into '
+                     f'{micro} micro-batches (ppo.micro_batches).')
   grad_fn = jax.value_and_grad(ppo_loss, has_aux=True)
 
+  def loss_and_grads(params, mb):
+    """Value and gradient of ppo_loss on `mb`, `micro` chunks at a time."""
+    if micro == 1:
+      return grad_fn(params, agent, mb, sigma, config.clip_eps,
+                     config.vf_coef, config.ent_coef)
+    # Sample-major chunks: chunk j holds samples j*n .. (j+1)*n - 1.
+    chunks = jax.tree.map(
+        lambda x: x.reshape((micro, x.shape[0] // micro) + x.shape[1:]), mb)
+
+    def one(chunk):
+      return grad_fn(params, agent, chunk, sigma, config.clip_eps,
+                     config.vf_coef, config.ent_coef)
+
+    def add(total, chunk):
+      return jax.tree.map(jnp.add, total, one(chunk)), None
+
+    zeros = jax.tree.map(
+        lambda x: jnp.zeros(x.shape, x.dtype),
+        jax.eval_shape(one, jax.tree.map(lambda x: x[0], chunks)))
+    total, _ = jax.lax.scan(add, zeros, chunks)
+    return jax.tree.map(lambda x: x / micro, total)
+
   def step(state, mb):
-    (loss, metrics), grads = grad_fn(state.params, agent, mb, sigma,
-                                     config.clip_eps, config.vf_coef,
-                                     config.ent_coef)
+    (loss, metrics), grads = loss_and_grads(state.params, mb)
     return state.apply_gradients(grads), dict(metrics, loss=loss)
 
   def full_batch_epoch(state, _):

@@ -85,6 +85,29 @@ def fmnist_backbone() -> Backbone:
   return Backbone(apply=module.apply, variables=variables)
 
 
+# The evaluation network as a reward backbone: a diagnostic of the RL
+# machinery's ceiling (with the FD reward and training-split reals it
+# optimises what FD-FMNIST on the test split measures). Never a result.
+DIAGNOSTIC_BACKBONE = 'featurenet_diagnostic'
+
+
+def featurenet_diagnostic_backbone() -> Backbone:
+  """FeatureNet's 128-d embedding as one token: [B, 1, 128], and its logits.
+
+  The FD reward then pools exactly the embedding `adagen_jax.evaluate`
+  compares, so its leave-one-out gain is each sample's share of FD-FMNIST
+  against the training split's statistics.
+  """
+  from adagen_jax.backbones import fmnist  # pylint: disable=g-import-not-at-top
+  module, variables = fmnist.load_feature_net()
+
+  def apply(v, images):
+    emb, logits = module.apply(v, images, train=False)
+    return [emb[:, None, :]], logits
+
+  return Backbone(apply=apply, variables=variables)
+
+
 class RewardModel(Protocol):
   """The interface train.py uses; see the module docstring."""
   adversarial: bool
