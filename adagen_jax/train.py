@@ -200,8 +200,9 @@ class Trainer:
     rng = jax.random.key(self.config.seed)
     k_pol, k_rew, rng = jax.random.split(rng, 3)
     agent_params = self.agent.init(k_pol, self.generator.obs_shape)
-    ppo_state = ppo_lib.create_train_state(agent_params,
-                                           self.config.ppo.learning_rate)
+    ppo_state = ppo_lib.create_train_state(
+        agent_params, self.config.ppo.learning_rate,
+        table_learning_rate=self.config.ppo.get('table_learning_rate'))
     # The discriminator takes its input sizes from `real`; the FD reward its
     # initial real statistics.
     images, labels = mesh_lib.shard_host_batch(real, self.mesh)

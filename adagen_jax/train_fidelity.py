@@ -67,7 +67,8 @@ def train_fidelity(config, policy: str, workdir: str, iterations: int):
   rng = jax.random.key(config.seed)
   k_init, rng = jax.random.split(rng)
   state = ppo_lib.create_train_state(
-      fid_agent.init(k_init, gen.obs_shape), config.ppo.learning_rate)
+      fid_agent.init(k_init, gen.obs_shape), config.ppo.learning_rate,
+      table_learning_rate=config.ppo.get('table_learning_rate'))
   step = jax.jit(trainer.iteration, donate_argnums=0)
   bar = progress.Progress(iterations, 'fidelity iterations')
   metrics = {}

@@ -12,6 +12,7 @@ from adagen_jax import errors
 from adagen_jax import generators
 from adagen_jax.rl import convert_policy
 from adagen_jax.rl import policy
+from adagen_jax.rl import ppo
 from adagen_jax.rl import rollout as rollout_lib
 
 T, B = 6, 8
@@ -46,11 +47,13 @@ def test_untrained_policy_outputs_zero_and_no_embedder_at_hidden_width():
   assert out.shape == (4, 3) and not np.any(np.asarray(out))
 
 
-@pytest.mark.parametrize('adaptive', [True, False])
-def test_untrained_agent_reproduces_heuristic_exactly(gen, adaptive):
+@pytest.mark.parametrize('adaptive,step_bias',
+                         [(True, False), (False, False), (True, True)])
+def test_untrained_agent_reproduces_heuristic_exactly(gen, adaptive,
+                                                      step_bias):
   g, gparams = gen
   agent = policy.make_agent(g.action_spec.size, T, adaptive=adaptive,
-                            hidden_size=32)
+                            hidden_size=32, step_bias=step_bias)
   params = agent.init(jax.random.key(0), g.obs_shape)
 
   @jax.jit
@@ -278,3 +281,36 @@ def test_load_adagen_policy_round_trip(tmp_path):
       actor.linear3.weight.detach().numpy().T)
   with pytest.raises(errors.UserError, match='not found'):
     convert_policy.load_adagen_policy(str(tmp_path / 'missing.pth'))
+
+
+def test_step_bias_policy_is_table_plus_network_with_its_own_rate(gen):
+  """mean = table[t] + net(x, t); Adam moves the table at its own rate."""
+  g, _ = gen
+  agent = policy.make_agent(g.action_spec.size, T, hidden_size=16,
+                            step_bias=True)
+  params = agent.init(jax.random.key(0), g.obs_shape)
+  actor = params['actor']['params']
+  assert set(actor) == {'step', 'net'}
+  table = jnp.arange(T * 2, dtype=jnp.float32).reshape(T, 2)
+  actor['step']['table'] = table
+  # A non-zero network too (its last layer starts at zero).
+  actor['net']['linear3']['bias'] = jnp.array([0.5, -0.25])
+  x = jax.random.normal(jax.random.key(1), (3,) + tuple(g.obs_shape))
+  t = jnp.array([0, 1, T - 1], jnp.int32)
+  net_only = policy.PolicyNet(out_size=2, hidden_size=16).apply(
+      {'params': actor['net']}, x, t)
+  np.testing.assert_allclose(agent.mean(params, x, t), table[t] + net_only,
+                             rtol=1e-6)
+
+  # One Adam step: the table moves by its rate, the network by ppo's.
+  state = ppo.create_train_state(params, 1e-4, table_learning_rate=1e-2)
+  grads = jax.tree.map(jnp.ones_like, params)
+  new = state.apply_gradients(grads).params
+  step = lambda a, b: float(jnp.abs(a - b).max())
+  assert step(new['actor']['params']['step']['table'], table) == (
+      pytest.approx(1e-2, rel=1e-3))
+  assert step(new['actor']['params']['net']['linear3']['bias'],
+              actor['net']['linear3']['bias']) == pytest.approx(1e-4, rel=1e-3)
+  assert step(new['critic']['params']['linear3']['bias'],
+              params['critic']['params']['linear3']['bias']) == (
+                  pytest.approx(1e-4, rel=1e-3))

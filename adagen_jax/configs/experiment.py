@@ -45,6 +45,10 @@ def adagen_config(generator: ml_collections.ConfigDict,
   c.policy = ml_collections.ConfigDict(dict(
       kind='adaptive',  # 'adaptive' | 'nonadaptive'
       hidden=512,
+      # Adaptive only: mean = per-step table + network (rl/policy.py
+      # StepBiasPolicy), so it holds the non-adaptive policy; not in the
+      # reference (whose published actors load with False).
+      step_bias=False,
       # Exploration std in pre-activation space: init, then minus decay_rate
       # at each of decay_steps iterations, floored (reference: 0.6, 0.3, 500).
       std_init=0.6, std_decay_rate=0.3, std_decay_steps=(500,), std_min=0.1,
@@ -60,6 +64,9 @@ def adagen_config(generator: ml_collections.ConfigDict,
       # one 80 GB GPU; benchmarks/compiled_programs.py).
       micro_batches=1,
       learning_rate=1e-5,
+      # Adam rate of the per-step action tables (non-adaptive policy,
+      # policy.step_bias); None: learning_rate (ppo.create_train_state).
+      table_learning_rate=ml_collections.config_dict.placeholder(float),
       clip_eps=0.2,
       vf_coef=0.5,
       obs_dtype='bfloat16',   # stored rollout observations

@@ -50,7 +50,8 @@ def _card(config, generator, notes) -> dict:
       'smoothing': spec.smoothing,
       'heuristic': np.asarray(spec.heuristic(generator.num_steps)).round(
           6).tolist(),
-      'policy': {'kind': config.policy.kind, 'hidden': config.policy.hidden},
+      'policy': {'kind': config.policy.kind, 'hidden': config.policy.hidden,
+                 'step_bias': bool(config.policy.get('step_bias', False))},
       'reward': config.reward.to_dict(),
       'notes': notes or {},
   }
@@ -126,7 +127,8 @@ def build_agent(policy_config, generator):
   return policy_lib.make_agent(
       generator.action_spec.size, generator.num_steps,
       adaptive=policy_config.kind == 'adaptive',
-      hidden_size=policy_config.hidden)
+      hidden_size=policy_config.hidden,
+      step_bias=bool(policy_config.get('step_bias', False)))
 
 
 def load(spec: str, generator):

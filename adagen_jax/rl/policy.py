@@ -163,6 +163,32 @@ class NonAdaptivePolicy(nn.Module):
     return table[jnp.broadcast_to(t, x.shape[:1])]
 
 
+class StepBiasPolicy(nn.Module):
+  """PolicyNet plus a learnable per-step table: mean = table[t] + net(x, t).
+
+  The table is the non-adaptive policy; the network adds each sample's
+  deviation from it. So the adaptive policy holds the non-adaptive one as a
+  special case, and the schedule-wide shift (which every sample wants) can
+  move at the table's own learning rate (`table_learning_rate`) instead of
+  through the network's last layer. Both parts start at zero.
+  """
+  out_size: int
+  num_steps: int
+  hidden_size: int = 512
+
+  @nn.compact
+  def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
+    table = NonAdaptivePolicy(self.out_size, self.num_steps, name='step')
+    net = PolicyNet(out_size=self.out_size, hidden_size=self.hidden_size,
+                    name='net')
+    return table(x, t) + net(x, t)
+
+
+def is_table_param(path) -> bool:
+  """True for the per-step table of NonAdaptivePolicy / StepBiasPolicy."""
+  return any(getattr(k, 'key', None) == 'table' for k in path)
+
+
 def gaussian_log_prob(x: jax.Array, mean: jax.Array,
                       sigma: jax.Array) -> jax.Array:
   """float32 [B]: log N(x; mean, diag sigma^2) summed over the last axis.
@@ -274,7 +300,8 @@ class Agent:
 
 def make_agent(action_size: int, num_steps: int, *, adaptive: bool = True,
                hidden_size: int = 512,
-               critic_hidden_size: int | None = None) -> Agent:
+               critic_hidden_size: int | None = None,
+               step_bias: bool = False) -> Agent:
   """The AdaGen agent, or the non-adaptive ablation (table actor).
 
   Args:
@@ -285,8 +312,12 @@ def make_agent(action_size: int, num_steps: int, *, adaptive: bool = True,
       variance reduction and differ only in what the actor can see.
     hidden_size: actor width (512 in the reference).
     critic_hidden_size: critic width; defaults to `hidden_size`.
+    step_bias: adaptive only: add a per-step table (`StepBiasPolicy`).
   """
-  if adaptive:
+  if adaptive and step_bias:
+    actor = StepBiasPolicy(out_size=action_size, num_steps=num_steps,
+                           hidden_size=hidden_size)
+  elif adaptive:
     actor = PolicyNet(out_size=action_size, hidden_size=hidden_size)
   else:
     actor = NonAdaptivePolicy(out_size=action_size, num_steps=num_steps)

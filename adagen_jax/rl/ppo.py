@@ -66,10 +66,27 @@ class TrainState:
 
 
 def create_train_state(params, learning_rate: float = 1e-5,
-                       tx: optax.GradientTransformation | None = None
+                       tx: optax.GradientTransformation | None = None,
+                       table_learning_rate: float | None = None
                        ) -> TrainState:
-  """One Adam (reference: lr 1e-5, betas (0.9, 0.999)) over actor + critic."""
-  tx = tx or optax.adam(learning_rate)
+  """One Adam (reference: lr 1e-5, betas (0.9, 0.999)) over actor + critic.
+
+  `table_learning_rate` (None: `learning_rate`) drives the per-step action
+  tables (policy.is_table_param). Adam moves every parameter by about its
+  learning rate per step, whatever the gradient's size, so a table entry
+  (one action of one step, in raw units where the exploration std is ~0.6)
+  moves at most epochs x iterations x lr: 0.09 over the default run's 60
+  iterations at 3e-4, far short of the tuned schedules. Network weights
+  reach the same action through many weights at once.
+  """
+  if tx is None:
+    tx = optax.adam(learning_rate)
+    if table_learning_rate is not None:
+      tx = optax.multi_transform(
+          {'net': tx, 'table': optax.adam(table_learning_rate)},
+          lambda p: jax.tree_util.tree_map_with_path(
+              lambda path, _: ('table' if policy_lib.is_table_param(path)
+                               else 'net'), p))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=tx.init(params), tx=tx)
 
