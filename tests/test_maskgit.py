@@ -148,6 +148,25 @@ def test_step_matches_numpy_reference(gen, params, cfg):
     np.testing.assert_allclose(obs, feats, rtol=1e-5, atol=1e-5)
 
 
+def test_last_step_skips_the_forward_nobody_reads(gen, params):
+  """Steps 1..T-1 end with a forward on the new ids; step T keeps the old
+  logits and features (decode reads only `sampled`)."""
+  state, _ = gen.init(params, LABELS, jax.random.key(0))
+  for t in range(gen.num_steps):
+    prev = state
+    state, obs = gen.step(params, prev, action(B, 0.5 * (1 - t / gen.num_steps)),
+                          jax.random.key(t))
+    assert int(state.step) == t + 1
+    if t + 1 < gen.num_steps:
+      cond, feats = _forward(gen.transformer, params, state.ids, LABELS)
+      np.testing.assert_allclose(state.cond_logits, cond, rtol=1e-5,
+                                 atol=1e-5)
+    else:
+      np.testing.assert_array_equal(state.cond_logits, prev.cond_logits)
+      np.testing.assert_array_equal(obs, prev.features)
+      assert np.any(np.asarray(state.ids) != np.asarray(prev.ids))
+
+
 def test_guidance_zero_ignores_the_unconditional_pass(gen, params):
   state, _ = gen.init(params, LABELS, jax.random.key(0))
   garbage = state.replace(uncond_logits=state.uncond_logits + 5.0 *
