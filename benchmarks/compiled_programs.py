@@ -20,10 +20,12 @@ is `jit(f).lower(*abstract).compile()`d for the local CPU, and XLA's
   DINO ViT-S/16 backbone at crop 224 and the projected discriminator.
 
 FLOPs: XLA's HloCostAnalysis counts a loop body once, whatever its trip
-count, so the scanned rollouts' totals undercount. The per-image figures
-therefore compile the pieces separately (init, one step, decode) and add
-them as the rollout runs them (init + T steps + decode), next to an
-analytic count of the transformer's matmuls (2 FLOPs per multiply-add).
+count, and a conditional as its largest branch, so the scanned rollouts'
+totals undercount. The per-image figures therefore compile the pieces
+separately (init, one step, or each of VAR's per-scale steps, decode) and
+add them as the rollout runs them, next to an analytic count of the
+transformer's matmuls (2 FLOPs per multiply-add; `step_gflop_per_image`
+is the largest step).
 Memory: argument, output and temporary bytes of the one compiled program
 (what a GPU of that size must hold), and whether it fits 80 GB.
 """
@@ -77,25 +79,37 @@ def analyse(fn, *args, static_argnums=()) -> dict:
   return out
 
 
-def rollout_pieces(gen, params, batch: int) -> dict:
-  """FLOPs per image of init + num_steps guided steps + decode."""
+def rollout_pieces(gen, params, batch: int, forward_steps: int) -> dict:
+  """FLOPs per image of init + the steps that run a forward + decode.
+
+  MaskGIT and DiT/SiT skip the network after their last decision (a
+  `lax.cond`, whose cost analysis counts the forward branch), so
+  `forward_steps` is num_steps - 1 for them and num_steps for VAR.
+  """
   labels = _sds((batch,), 'int32')
   state, _ = jax.eval_shape(gen.init, params, labels, _key())
   spec = gen.action_spec
   action = {n: _sds((batch,), 'float32') for n in spec.names}
   init = analyse(lambda p, l, k: gen.init(p, l, k), params, labels, _key())
-  # One guided step; the rollout runs num_steps of them.
-  step = analyse(lambda p, s, a, k: gen.step(p, s, a, k), params, state,
-                 action, _key())
+  if hasattr(gen, 'step_static'):
+    # VAR's step is a lax.switch over scales, costed as its largest branch:
+    # sum the per-scale programs instead.
+    steps = [analyse(lambda p, s, a, k, si=si: gen.step_static(si, p, s, a, k),
+                     params, state, action, _key())['flops']
+             for si in range(forward_steps)]
+  else:
+    step = analyse(lambda p, s, a, k: gen.step(p, s, a, k), params, state,
+                   action, _key())
+    steps = [step['flops']] * forward_steps
   decode = analyse(lambda p, s: gen.decode(p, s), params, state)
-  total = init['flops'] + gen.num_steps * step['flops'] + decode['flops']
+  total = init['flops'] + sum(steps) + decode['flops']
   return dict(init_gflop_per_image=init['flops'] / batch / 1e9,
-              step_gflop_per_image=step['flops'] / batch / 1e9,
+              step_gflop_per_image=max(steps) / batch / 1e9,
               decode_gflop_per_image=decode['flops'] / batch / 1e9,
               rollout_gflop_per_image=total / batch / 1e9)
 
 
-def rollout_program(gen, params, batch: int) -> dict:
+def rollout_program(gen, params, batch: int, forward_steps: int) -> dict:
   """The training rollout (policy, critic, kept observations), compiled."""
   agent = policy_lib.make_agent(gen.action_spec.size, gen.num_steps,
                                 hidden_size=POLICY_HIDDEN)
@@ -105,7 +119,7 @@ def rollout_program(gen, params, batch: int) -> dict:
       lambda p, a, l, k: timing.policy_rollout(gen, agent, p, a, l, k),
       params, agent_params, _sds((batch,), 'int32'), _key())
   row['scan_flops_note'] = 'loop bodies counted once'
-  row.update(rollout_pieces(gen, params, batch))
+  row.update(rollout_pieces(gen, params, batch, forward_steps))
   row['params_gib'] = sum(x.size * x.dtype.itemsize for x in
                           jax.tree.leaves(params)) / GiB
   return row
@@ -115,13 +129,14 @@ def maskgit_l_rollout() -> dict:
   cfg = timing.config_module('maskgit_l').generator_config()
   cfg.steps = 8
   gen, params = generators.build_abstract(cfg)
-  row = rollout_program(gen, params, BATCH)
+  row = rollout_program(gen, params, BATCH, gen.num_steps - 1)
   size = dict(width=cfg.width, depth=cfg.depth, codebook_size=
               cfg.codebook_size)
-  # Conditional + unconditional transformer passes at each of T + 1 forwards.
+  # Conditional + unconditional passes at each of the T guided forwards
+  # (at init and after every step but the last).
   row['analytic_transformer_gflop_per_image'] = (
       2 * maskgit_rollout.forward_flops(size, cfg.tokens ** 2) *
-      (cfg.steps + 1) / 1e9)
+      cfg.steps / 1e9)
   return row
 
 
@@ -134,7 +149,7 @@ def dit_transformer_flops(tokens: int, width: int, depth: int) -> float:
 def dit_xl_rollout() -> dict:
   cfg = timing.config_module('dit_xl').generator()
   gen, params = generators.build_abstract(cfg)
-  row = rollout_program(gen, params, BATCH)
+  row = rollout_program(gen, params, BATCH, gen.num_steps - 1)
   m = cfg.model
   tokens = (m.input_size // m.patch_size) ** 2
   # Guided: conditional and unconditional halves at each of the 16 NFE.
@@ -158,9 +173,11 @@ def var_transformer_flops(patch_nums, width: int, depth: int,
 def var_d16_rollout() -> dict:
   cfg = timing.config_module('var_d16').generator(16, cfg=1.5)
   gen, params = generators.build_abstract(cfg)
-  row = rollout_program(gen, params, BATCH)
-  row['analytic_transformer_gflop_per_image'] = 2 * var_transformer_flops(
-      cfg.patch_nums, cfg.width, cfg.depth, cfg.vae.vocab_size) / 1e9
+  row = rollout_program(gen, params, BATCH, gen.num_steps)
+  # Conditional + unconditional halves of every scale.
+  row['analytic_transformer_gflop_per_image'] = float(
+      2 * var_transformer_flops(cfg.patch_nums, cfg.width, cfg.depth,
+                                cfg.vae.vocab_size) / 1e9)
   return row
 
 
@@ -189,18 +206,25 @@ def ppo_update() -> dict:
 def discriminator_step() -> dict:
   reward_config = timing.config_module('maskgit_l').get_config().reward
   model = dino_vit.DinoViT()
-  variables = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, model.image_size, model.image_size,
-                                    3))))
-  backbone = rewards_lib.Backbone(
-      apply=lambda v, x: (model.apply(v, x), None), variables=variables,
-      readout=True)
-  reward = rewards_lib.make_reward(reward_config, backbone, 1000)
+
+  def make(variables):
+    backbone = rewards_lib.Backbone(
+        apply=lambda v, x: (model.apply(v, x), None), variables=variables,
+        readout=True)
+    return rewards_lib.make_reward(reward_config, backbone, 1000)
+
+  def init():  # traced: the DINO weights are never allocated
+    variables = model.init(jax.random.key(0), jnp.zeros(
+        (1, model.image_size, model.image_size, 3)))
+    return make(variables).init(jax.random.key(0),
+                                jnp.zeros((8, 256, 256, 3)),
+                                jnp.zeros((8,), jnp.int32))
+
+  state = jax.eval_shape(init)
+  # update reads the backbone from state.frozen only.
+  reward = make(state.frozen)
   images = _sds((BATCH, 256, 256, 3), 'float32')
   labels = _sds((BATCH,), 'int32')
-  state = jax.eval_shape(
-      lambda: reward.init(jax.random.key(0), jnp.zeros((8, 256, 256, 3)),
-                          jnp.zeros((8,), jnp.int32)))
   return analyse(reward.update, state, images, labels, images, labels,
                  _key())
 

@@ -8,16 +8,15 @@
 
 `:steps=NFE` sets the model evaluations (the policy makes NFE + 1
 decisions: the start time, then a time and a guidance weight after each
-evaluation). The network ships (adagen_jax/assets/fmnist_sit.*; today an
-interim 1200-step CPU run, docs/RESULTS.md); the first command retrains it
-(5500 steps, ~1.1 h of the idle 2-core CPU, resumable). RL settings are
+evaluation). The network ships (adagen_jax/assets/fmnist_sit.*: 5500 CPU steps,
+docs/RESULTS.md); the first command retrains it (~1.1 h of the idle 2-core
+CPU, resumable). RL settings are
 the 2-core CPU ones of the embedded default (adagen_jax/configs/default.py);
 for a GPU raise ppo.trajectories and num_iterations.
 
-Expected at 4 NFE (interim network, 10k samples): the hand-crafted grid
-FD-FMNIST 60.2 (docs/experiments/interim_sit_2026-11.md, with the
-adversarial policy's 72.5 of `GENERATOR=sit bash
-experiments/fmnist_sweep.sh`, ~15 min on one core: a miss).
+Expected at 4 NFE (10k samples, seeds 0-2): the hand-crafted grid
+FD-FMNIST 13.74 +- 0.06, label accuracy 0.959 (docs/RESULTS.md). No SiT
+policy has been trained on this network yet.
 """
 
 from adagen_jax.configs import experiment
