@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adagen_jax import cli
+from adagen_jax import errors
 from adagen_jax import evaluate
 from adagen_jax import generators
 from adagen_jax import progress
@@ -79,7 +80,7 @@ def search_weights(pop: int) -> np.ndarray:
 def main(argv):
   del argv
   if _POP.value < 2 or _POP.value % 2:
-    raise ValueError(f'--pop={_POP.value} must be even and >= 2.')
+    raise errors.UserError(f'--pop={_POP.value}: use an even number >= 2.')
   gen_config = shipped.fmnist_generator(_GENERATOR.value, _STEPS.value)
   gen, params = generators.build(gen_config)
   spec = gen.action_spec

@@ -122,7 +122,8 @@ def main(argv):
 
   reals, real_labels = fashion_mnist.load('train')
   perm = np.random.default_rng(1).permutation(reals.shape[0])
-  reals, real_labels = reals[perm[:_REALS.value]], real_labels[perm[:_REALS.value]]
+  keep = perm[:_REALS.value]
+  reals, real_labels = reals[keep], real_labels[keep]
   disc_backbone = train.make_backbone(config.reward)
   _, _, card = export.load('adagen', gen)  # its discriminator's sizes
   models = {

@@ -154,8 +154,8 @@ def test_last_step_skips_the_forward_nobody_reads(gen, params):
   state, _ = gen.init(params, LABELS, jax.random.key(0))
   for t in range(gen.num_steps):
     prev = state
-    state, obs = gen.step(params, prev, action(B, 0.5 * (1 - t / gen.num_steps)),
-                          jax.random.key(t))
+    ratio = 0.5 * (1 - t / gen.num_steps)
+    state, obs = gen.step(params, prev, action(B, ratio), jax.random.key(t))
     assert int(state.step) == t + 1
     if t + 1 < gen.num_steps:
       cond, feats = _forward(gen.transformer, params, state.ids, LABELS)

@@ -290,7 +290,8 @@ def test_featurenet_diagnostic_backbone_is_the_evaluation_embedding():
                               backbone, 10)
   images = jax.random.uniform(jax.random.key(0), (6, 28, 28, 1))
   module, variables = fmnist.load_feature_net()
-  want, _ = evaluate._embed(module, variables, images)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  want, _ = evaluate._embed(module, variables, images)
   got = model.pooled(backbone.variables, images)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   assert float(jnp.abs(want).max()) > 0  # a non-trivial embedding
