@@ -40,6 +40,35 @@ def tuned_schedule_path(weights: str, steps: int) -> str:
   return asset_path(os.path.join('tuned', f'{weights}_T{steps}.json'))
 
 
+def tuned_constants(identity: dict[str, Any], steps: int) -> dict[str, Any]:
+  """The shipped tuned constants of a generator section at `steps`.
+
+  Args:
+    identity: the built generator's identity() (its weights and digest).
+    steps: the config's step count (T; NFE for DiT and SiT), as
+      experiments/fmnist_table.py --steps names the file.
+
+  The file records the weights digest it was tuned on, so a schedule tuned
+  for other weights is refused, not used.
+  """
+  weights = identity.get('weights', '')
+  path = tuned_schedule_path(weights, steps)
+  if not os.path.exists(path):
+    raise errors.UserError(
+        f'no tuned schedule ships for {weights} at T={steps} '
+        f'(looked for {path}); tune one with python experiments/'
+        'fmnist_table.py --stage=tune, or use --policy=heuristic.')
+  with open(path) as f:
+    tuned = json.load(f)
+  if tuned['weights_digest'] != identity.get('weights_digest'):
+    raise errors.UserError(
+        f'the tuned schedule {path} was tuned on other weights of {weights} '
+        f'(digest {tuned["weights_digest"]}, these are '
+        f'{identity.get("weights_digest")}); retune it with python '
+        'experiments/fmnist_table.py --stage=tune.')
+  return tuned['best']
+
+
 def weights_digest(*paths: str) -> str:
   """The first 16 hex digits of the SHA-256 of the files' bytes, in order.
 

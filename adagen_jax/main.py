@@ -38,7 +38,9 @@ def main(argv):
   if jax.process_index() == 0 and 'heuristic' in results:
     steps = _CONFIG.value.generator.steps
     print(f'\nFD-FMNIST at T={steps} ({_CONFIG.value.final_eval_num} samples)')
-    for tag in ('heuristic', 'adagen'):
+    for tag in ('heuristic', 'tuned', 'adagen'):
+      if tag not in results:  # 'tuned': where a tuned schedule ships
+        continue
       m = results[tag]
       print(f'  {tag:10s} FD {m["fd"]:.3f}  precision {m["precision"]:.3f}  '
             f'recall {m["recall"]:.3f}  label acc {m["label_acc"]:.3f}')

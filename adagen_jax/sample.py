@@ -38,7 +38,6 @@ relative to plain sampling).
 from __future__ import annotations
 
 import functools
-import json
 import os
 
 from absl import flags
@@ -93,30 +92,11 @@ def _define_flags():
 
 
 def tuned_section(gen_config):
-  """`gen_config` with the shipped tuned constants for its weights and T.
-
-  The file (assets.tuned_schedule_path) records the weights digest it was
-  tuned on, so a schedule tuned for other weights is refused, not used.
-  """
+  """`gen_config` with the shipped tuned constants for its weights and T."""
   generator, _ = generators.build(gen_config)
-  identity = generator.identity()
-  weights = identity.get('weights', generator.name)
-  path = assets.tuned_schedule_path(weights, generator.num_steps)
-  if not os.path.exists(path):
-    raise errors.UserError(
-        f'no tuned schedule ships for {weights} at T={generator.num_steps} '
-        f'(looked for {path}); tune one with python experiments/'
-        'fmnist_table.py --stage=tune, or use --policy=heuristic.')
-  with open(path) as f:
-    tuned = json.load(f)
-  if tuned['weights_digest'] != identity.get('weights_digest'):
-    raise errors.UserError(
-        f'the tuned schedule {path} was tuned on other weights of {weights} '
-        f'(digest {tuned["weights_digest"]}, these are '
-        f'{identity.get("weights_digest")}); retune it with python '
-        'experiments/fmnist_table.py --stage=tune.')
+  best = assets.tuned_constants(generator.identity(), int(gen_config.steps))
   out = ml_collections.ConfigDict(gen_config.to_dict())
-  out.update(tuned['best'])
+  out.update(best)
   return out
 
 

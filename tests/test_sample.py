@@ -181,3 +181,31 @@ def test_tuned_applies_the_shipped_constants_of_its_weights_and_t(
   monkeypatch.setattr(assets, 'ASSET_DIR', str(tmp_path))
   with pytest.raises(errors.UserError, match='tuned on other weights'):
     sample.tuned_section(section)
+
+
+def test_tuned_table_offset_reproduces_the_tuned_rollout():
+  # The default run's 'tuned' row runs the tuned constants as a raw-action
+  # offset on the hand-crafted generator (train._tuned_table); the images
+  # must be those of the generator built with the tuned constants.
+  from adagen_jax import generators  # pylint: disable=g-import-not-at-top
+  from adagen_jax import sample  # pylint: disable=g-import-not-at-top
+  from adagen_jax import train  # pylint: disable=g-import-not-at-top
+  from adagen_jax.configs import shipped  # pylint: disable=g-import-not-at-top
+  from adagen_jax.rl import rollout  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(
+      {'generator': shipped.fmnist_maskgit_generator(4)})
+  gen, params = generators.build(config.generator)
+  tuned_gen, _ = generators.build(sample.tuned_section(config.generator))
+  table = train._tuned_table(config, gen)  # pylint: disable=protected-access
+  assert table.shape == (4, gen.action_spec.size)
+  assert float(jnp.abs(table).max()) > 0.1
+  labels, rng = jnp.arange(4, dtype=jnp.int32), jax.random.key(3)
+  want = rollout.rollout(tuned_gen, params, labels, rng, keep_obs=False)
+  got = rollout.rollout(gen, params, labels, rng, rollout.table_act(table),
+                        keep_obs=False)
+  np.testing.assert_allclose(got.actions, want.actions, atol=1e-5)
+  np.testing.assert_array_equal(got.images, want.images)
+  # No tuned schedule ships at T=16: no 'tuned' row.
+  config.generator = shipped.fmnist_maskgit_generator(16)
+  assert train._tuned_table(config, gen) is None  # pylint: disable=protected-access

@@ -54,6 +54,20 @@ def heuristic_act(action_size: int) -> ActFn:
   return act
 
 
+def table_act(table: jax.Array) -> ActFn:
+  """A fixed raw action per step, float32 [T, A], for every sample.
+
+  table = residual' - residual runs another hand-crafted schedule (e.g. a
+  tuned one) through the same scan and smoothing as the policy.
+  """
+  def act(obs, t, rng):
+    del rng
+    b = obs.shape[0]
+    zeros = jnp.zeros((b,), jnp.float32)
+    return jnp.broadcast_to(table[t], (b, table.shape[-1])), zeros, zeros
+  return act
+
+
 def actions_from_raw(spec: base.ActionSpec, residual: jax.Array,
                      prev: jax.Array, raw: jax.Array,
                      t: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
