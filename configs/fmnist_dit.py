@@ -21,4 +21,4 @@ from adagen_jax.configs import shipped
 def get_config(arg=None):
   return experiment.adagen_config(
       shipped.fmnist_flow_generator('dit'), arg,
-      overrides=experiment.CPU_RL)
+      overrides=experiment.CPU_FD_TABLE)

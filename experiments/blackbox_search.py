@@ -39,7 +39,7 @@ from adagen_jax import evaluate
 from adagen_jax import generators
 from adagen_jax import progress
 from adagen_jax import sample
-from adagen_jax.configs import default
+from adagen_jax.configs import experiment
 from adagen_jax.configs import shipped
 from adagen_jax.metrics import fid
 from adagen_jax.rl import export
@@ -58,16 +58,6 @@ _NUM = flags.DEFINE_integer('num', 512, 'Samples per candidate.')
 _SIGMA = flags.DEFINE_float('sigma', 0.6, 'Initial search std (raw space).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Search seed.')
 _OUT = flags.DEFINE_string('out', None, 'Output folder.', required=True)
-
-
-def table_act(table: jax.Array) -> rollout_lib.ActFn:
-  """The rollout ActFn of a fixed [T, A] raw table (no exploration)."""
-  def act(obs, t, rng):
-    del rng
-    b = obs.shape[0]
-    zeros = jnp.zeros((b,), jnp.float32)
-    return jnp.broadcast_to(table[t], (b, table.shape[1])), zeros, zeros
-  return act
 
 
 def search_weights(pop: int) -> np.ndarray:
@@ -89,7 +79,8 @@ def main(argv):
 
   @jax.jit
   def images_of(table, labels, rng):
-    return rollout_lib.rollout(gen, params, labels, rng, table_act(table),
+    return rollout_lib.rollout(gen, params, labels, rng,
+                               rollout_lib.table_act(table),
                                keep_obs=False).images
 
   labels = jnp.asarray(sample.class_balanced_labels(_NUM.value,
@@ -123,7 +114,10 @@ def main(argv):
     bar.update(1, fd_best=fds.min(), fd_median=np.median(fds))
 
   os.makedirs(_OUT.value, exist_ok=True)
-  config = default.get_config(f'steps={_STEPS.value}')
+  # The MaskGIT policies' 2-core CPU settings (experiment.CPU_RL).
+  config = experiment.adagen_config(
+      shipped.fmnist_maskgit_generator(), f'steps={_STEPS.value}',
+      overrides=experiment.CPU_RL)
   config.generator = gen_config
   config.policy.kind = 'nonadaptive'
   config.reward.update(name='fd', backbone=rewards.DIAGNOSTIC_BACKBONE)

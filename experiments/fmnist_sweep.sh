@@ -10,8 +10,8 @@
 #       bash experiments/fmnist_sweep.sh runs/sit_sweep 8
 #   python experiments/fmnist_table.py --stage=table --out=RUNS/rows.jsonl
 #
-# GENERATOR is maskgit (default; the embedded default config), sit, dit or
-# var (configs/fmnist_GENERATOR.py); EXTRA is added to every training
+# GENERATOR is maskgit (default), sit, dit or var (configs/fmnist_GENERATOR.py;
+# MaskGIT with its :cpu settings); EXTRA is added to every training
 # command (e.g. a GPU's larger batches). The tuned schedule is read from
 # adagen_jax/assets/tuned/fmnist_<GENERATOR>_T<steps>.json (what
 # `adagen_jax.sample --policy=tuned` ships) and
@@ -32,16 +32,21 @@ shift $(( $# < 2 ? $# : 2 ))
 mkdir -p "$runs"
 gen=${GENERATOR:-maskgit}
 case $gen in
-  maskgit) prefix='' config='' step_counts='4 8'
+  # MaskGIT's rows: the 2-core CPU RL settings (experiment.CPU_RL) and the
+  # variants' flags.
+  maskgit) prefix='' config=--config=configs/fmnist_maskgit.py:cpu
+    step_counts='4 8'
     variants='adversarial nonadaptive fd static adversarial_recon
       adversarial_recon_slow' ;;
-  sit|dit|var) prefix=${gen}_ config=--config=configs/fmnist_$gen.py
-    step_counts='4 8' variants='adversarial nonadaptive'
-    [[ $gen == var ]] && step_counts=6 ;;  # one step per scale
+  # SiT and DiT: their configs' recipe (experiment.CPU_FD_TABLE).
+  sit|dit) prefix=${gen}_ config=--config=configs/fmnist_$gen.py
+    step_counts='4 8' variants='table table_nonadaptive' ;;
+  var) prefix=${gen}_ config=--config=configs/fmnist_$gen.py
+    step_counts=6 variants='adversarial nonadaptive' ;;  # a step per scale
   *) echo "GENERATOR=$gen; use maskgit, sit, dit or var" >&2; exit 2 ;;
 esac
 
-# What each variant adds to the embedded default (adagen_jax/configs/default.py).
+# What each variant adds to its generator's config.
 # The adversarial discriminator of the shipped policies: 3 steps, lr 3e-4.
 strong_d='--config.reward.d_steps=3 --config.reward.lr=3e-4'
 # Reconstructed reals: the discriminator's reals pass the MaskGIT tokenizer
@@ -49,6 +54,9 @@ strong_d='--config.reward.d_steps=3 --config.reward.lr=3e-4'
 # remove).
 recon="$strong_d --config.reward.real_reconstructed=True"
 declare -A FLAGS=(
+  # The config's own recipe (FD reward, per-step table at its own rate).
+  [table]=''
+  [table_nonadaptive]='--config.policy.kind=nonadaptive'
   [adversarial]=$strong_d
   [nonadaptive]="--config.policy.kind=nonadaptive $strong_d"
   [fd]='--config.reward.name=fd'
@@ -65,6 +73,8 @@ declare -A FLAGS=(
     --config.plots_every=60"
 )
 declare -A NAMES=(
+  [table]='AdaGen, FD reward, step table'
+  [table_nonadaptive]='AdaGen non-adaptive, FD reward'
   [adversarial]='AdaGen, adversarial reward'
   [nonadaptive]='AdaGen non-adaptive, adversarial reward'
   [fd]='AdaGen, FD reward'

@@ -40,7 +40,7 @@ from adagen_jax import evaluate
 from adagen_jax import generators
 from adagen_jax import sample
 from adagen_jax import train
-from adagen_jax.configs import default
+from adagen_jax.configs import experiment
 from adagen_jax.configs import shipped
 from adagen_jax.data import fashion_mnist
 from adagen_jax.rl import export
@@ -95,7 +95,10 @@ def main(argv):
   del argv
   gen_config = shipped.fmnist_generator('maskgit', _STEPS.value)
   gen, params = generators.build(gen_config)
-  config = default.get_config(f'steps={_STEPS.value}')
+  # The MaskGIT policies' 2-core CPU settings (experiment.CPU_RL).
+  config = experiment.adagen_config(
+      shipped.fmnist_maskgit_generator(), f'steps={_STEPS.value}',
+      overrides=experiment.CPU_RL)
 
   # Exploring rollouts around the hand-crafted schedule.
   agent = policy_lib.make_agent(gen.action_spec.size, gen.num_steps,

@@ -44,3 +44,27 @@ def test_missing_data_names_the_fix(tmp_path):
             f'--config.data.path={tmp_path}/none', f'--workdir={tmp_path}')
   assert r.returncode == 2, r.stderr[-2000:]
   assert 'apt-get install -y dataset-fashion-mnist' in r.stderr
+
+
+def test_config_arguments_and_the_embedded_default():
+  from adagen_jax import errors  # pylint: disable=g-import-not-at-top
+  from adagen_jax.configs import default  # pylint: disable=g-import-not-at-top
+  from adagen_jax.configs import experiment  # pylint: disable=g-import-not-at-top
+  from adagen_jax.configs import shipped  # pylint: disable=g-import-not-at-top
+  gen = shipped.fmnist_maskgit_generator
+  # ':cpu' applies the 2-core CPU settings over an experiment's own.
+  c = experiment.adagen_config(gen(), 'cpu,steps=4',
+                               overrides={'num_iterations': 300,
+                                          'policy': {'hidden': 128}})
+  assert c.generator.steps == 4
+  assert c.num_iterations == experiment.CPU_RL['num_iterations']
+  assert c.policy.hidden == experiment.CPU_RL['policy']['hidden']
+  assert c.ppo.trajectories == experiment.CPU_RL['ppo']['trajectories']
+  with pytest.raises(errors.UserError, match='known: cpu, runlocal'):
+    experiment.adagen_config(gen(), 'gpu')
+  # The embedded default: SiT at 4 NFE with the FD-reward table recipe.
+  d = default.get_config()
+  assert (d.generator.name, d.generator.steps) == ('sit', 4)
+  assert d.reward.name == 'fd' and d.policy.step_bias
+  assert d.ppo.table_learning_rate == 0.03
+  assert d.num_iterations == experiment.CPU_RL['num_iterations']

@@ -116,6 +116,8 @@ def adagen_config(generator: ml_collections.ConfigDict,
   c.plots_every = 50
   c.update_from_flattened_dict(_flatten(overrides or {}))
 
+  if args.pop('cpu', False):
+    c.update_from_flattened_dict(_flatten(CPU_RL))
   if args.pop('runlocal', False):
     c.policy.hidden = 64
     c.ppo.update(trajectories=256, rollout_batch=256, learning_rate=1e-4)
@@ -129,7 +131,7 @@ def adagen_config(generator: ml_collections.ConfigDict,
   args.pop('steps', None)
   if args:
     raise errors.UserError(f'unknown config argument(s) {sorted(args)} after '
-                           "':'; known: runlocal, steps=T")
+                           "':'; known: cpu, runlocal, steps=T")
   return c
 
 
@@ -161,3 +163,12 @@ CPU_RL = dict(
     reward=dict(d_steps=1, d_batch=256, fresh_fakes=False, mapping_layers=2),
     num_iterations=60, eval_every=0, final_eval_num=5000,
     checkpoint_every=10, plots_every=20)
+
+# The 2-core CPU recipe that moves the schedule within CPU_RL's budget
+# (docs/experiments/issue19_diagnostics.md): the FD reward on the reward
+# backbone, which ranks samples as the evaluation does where the
+# adversarial reward does not, and a per-step action table beside the
+# policy network at its own Adam rate: 60 iterations at PPO's 3e-4 move an
+# action by at most ~0.1 raw units, at 0.03 by whole units.
+CPU_FD_TABLE = {**CPU_RL, 'reward.name': 'fd', 'policy.step_bias': True,
+                'ppo.table_learning_rate': 0.03}
