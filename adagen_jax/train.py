@@ -205,6 +205,7 @@ class Trainer:
     rng = jax.random.key(self.config.seed)
     k_pol, k_rew, rng = jax.random.split(rng, 3)
     agent_params = self.agent.init(k_pol, self.generator.obs_shape)
+    agent_params = self._init_table(agent_params)
     ppo_state = ppo_lib.create_train_state(
         agent_params, self.config.ppo.learning_rate,
         table_learning_rate=self.config.ppo.get('table_learning_rate'))
@@ -216,6 +217,28 @@ class Trainer:
     state = TrainState(ppo=ppo_state, reward=reward_state, rng=rng,
                        iteration=jnp.int32(0))
     return mesh_lib.replicate(state, self.mesh)
+
+  def _init_table(self, agent_params):
+    """Starts the per-step table at `policy.table_init`."""
+    where = self.config.policy.get('table_init', 'heuristic')
+    if where == 'heuristic':
+      return agent_params
+    if where != 'tuned':
+      raise errors.UserError(
+          f"policy.table_init={where!r}: expected 'heuristic' or 'tuned'.")
+    tuned = _tuned_table(self.config, self.generator)
+    if tuned is None:
+      raise errors.UserError(
+          'policy.table_init=tuned but no tuned schedule ships for '
+          f'{self.generator.identity()!r} at '
+          f'{self.config.generator.steps} steps: use table_init=heuristic '
+          '(or tune one: experiments/fmnist_table.py --stage=tune).')
+    try:
+      return policy_lib.set_table(agent_params, tuned)
+    except ValueError as e:
+      raise errors.UserError(
+          f'policy.table_init=tuned: {e}: set policy.kind=nonadaptive or '
+          'policy.step_bias=True.') from None
 
   def warm_reward(self, state: TrainState) -> TrainState:
     """The FD reward's real statistics from `reward.fd_init_batches` batches.

@@ -191,6 +191,7 @@ def test_tuned_table_offset_reproduces_the_tuned_rollout():
   from adagen_jax import sample  # pylint: disable=g-import-not-at-top
   from adagen_jax import train  # pylint: disable=g-import-not-at-top
   from adagen_jax.configs import shipped  # pylint: disable=g-import-not-at-top
+  from adagen_jax.rl import policy  # pylint: disable=g-import-not-at-top
   from adagen_jax.rl import rollout  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(
@@ -206,6 +207,19 @@ def test_tuned_table_offset_reproduces_the_tuned_rollout():
                         keep_obs=False)
   np.testing.assert_allclose(got.actions, want.actions, atol=1e-5)
   np.testing.assert_array_equal(got.images, want.images)
+  # policy.table_init=tuned: an untrained step-bias policy whose table starts
+  # at the offset (its network's output is exactly 0) samples the same.
+  agent = policy.make_agent(gen.action_spec.size, 4, hidden_size=16,
+                            step_bias=True)
+  agent_params = agent.init(jax.random.key(0), gen.obs_shape)
+  agent_params = policy.set_table(agent_params, table)
+  act = agent.make_act_fn(agent_params, jnp.float32(0.6), explore=False,
+                          with_value=False)
+  got = rollout.rollout(gen, params, labels, rng, act, keep_obs=False)
+  np.testing.assert_allclose(got.actions, want.actions, atol=1e-5)
+  plain = policy.make_agent(gen.action_spec.size, 4, hidden_size=16)
+  with pytest.raises(ValueError, match='no per-step table'):
+    policy.set_table(plain.init(jax.random.key(0), gen.obs_shape), table)
   # No tuned schedule ships at T=16: no 'tuned' row.
   config.generator = shipped.fmnist_maskgit_generator(16)
   assert train._tuned_table(config, gen) is None  # pylint: disable=protected-access

@@ -49,6 +49,11 @@ def adagen_config(generator: ml_collections.ConfigDict,
       # StepBiasPolicy), so it holds the non-adaptive policy; not in the
       # reference (whose published actors load with False).
       step_bias=False,
+      # Where the per-step table starts (non-adaptive, or step_bias):
+      # 'heuristic' (zeros: the reference constants) or 'tuned' (the shipped
+      # tuned hand-crafted schedule, assets/tuned; the policy then has to
+      # beat the best constant schedule the grid found, not only find it).
+      table_init='heuristic',
       # Exploration std in pre-activation space: init, then minus decay_rate
       # at each of decay_steps iterations, floored (reference: 0.6, 0.3, 500).
       std_init=0.6, std_decay_rate=0.3, std_decay_steps=(500,), std_min=0.1,

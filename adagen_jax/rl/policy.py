@@ -189,6 +189,25 @@ def is_table_param(path) -> bool:
   return any(getattr(k, 'key', None) == 'table' for k in path)
 
 
+def set_table(agent_params, table: jax.Array):
+  """agent_params with the actor's per-step table set to float32 [T, A].
+
+  Raises ValueError if the actor has no table (a plain PolicyNet).
+  """
+  found = []
+
+  def put(path, leaf):
+    if not is_table_param(path):
+      return leaf
+    found.append(path)
+    return jnp.asarray(table, leaf.dtype).reshape(leaf.shape)
+  out = {'actor': jax.tree_util.tree_map_with_path(put, agent_params['actor']),
+         'critic': agent_params['critic']}
+  if not found:
+    raise ValueError('the actor has no per-step table')
+  return out
+
+
 def gaussian_log_prob(x: jax.Array, mean: jax.Array,
                       sigma: jax.Array) -> jax.Array:
   """float32 [B]: log N(x; mean, diag sigma^2) summed over the last axis.
