@@ -20,7 +20,7 @@ def _save(fig, path: str):
 
 def plot_schedules(path: str, actions: np.ndarray, names, scores: np.ndarray,
                    heuristic: np.ndarray | None = None, num_each: int = 4,
-                   title: str = ''):
+                   title: str = '', tuned: np.ndarray | None = None):
   """Per-sample actions against the step, for easy and hard samples.
 
   Args:
@@ -32,6 +32,7 @@ def plot_schedules(path: str, actions: np.ndarray, names, scores: np.ndarray,
     heuristic: optional float [T, A] hand-crafted schedule (dashed black).
     num_each: samples drawn per group.
     title: figure title.
+    tuned: optional float [T, A] tuned hand-crafted schedule (dotted green).
   """
   actions = np.asarray(actions, np.float64)
   order = np.argsort(np.asarray(scores))
@@ -48,6 +49,8 @@ def plot_schedules(path: str, actions: np.ndarray, names, scores: np.ndarray,
               label='hard (low reward)' if i == 0 else None)
     if heuristic is not None:
       ax.plot(steps, heuristic[:, a], 'k--', label='hand-crafted')
+    if tuned is not None:
+      ax.plot(steps, tuned[:, a], 'g:', label='tuned hand-crafted')
     ax.set_title(name, fontsize=9)
     ax.set_xlabel('step')
   axes[0][0].legend(fontsize=7)

@@ -41,6 +41,7 @@ from adagen_jax import progress as progress_lib
 from adagen_jax.backbones import dino_vit
 from adagen_jax.checkpoint import manager
 from adagen_jax.data import fashion_mnist
+from adagen_jax.generators import base
 from adagen_jax.metrics import writers
 from adagen_jax.parallel import mesh as mesh_lib
 from adagen_jax.rl import export
@@ -116,6 +117,7 @@ class Trainer:
           f'tokenizer; {self.generator.name!r} has none: set it to False.')
     self.gen_params = mesh_lib.replicate(gen_params, self.mesh)
     self.agent = export.build_agent(config.policy, self.generator)
+    self.tuned_spec = _tuned_spec(config, self.generator)
     self.ppo_config = ppo_settings(config.ppo)
     self.reward_model = rewards_lib.make_reward(
         config.reward, make_backbone(config.reward),
@@ -226,15 +228,15 @@ class Trainer:
     if where != 'tuned':
       raise errors.UserError(
           f"policy.table_init={where!r}: expected 'heuristic' or 'tuned'.")
-    tuned = _tuned_table(self.config, self.generator)
-    if tuned is None:
+    if self.tuned_spec is None:
       raise errors.UserError(
           'policy.table_init=tuned but no tuned schedule ships for '
           f'{self.generator.identity()!r} at '
           f'{self.config.generator.steps} steps: use table_init=heuristic '
           '(or tune one: experiments/fmnist_table.py --stage=tune).')
     try:
-      return policy_lib.set_table(agent_params, tuned)
+      return policy_lib.set_table(
+          agent_params, tuned_table(self.generator, self.tuned_spec))
     except ValueError as e:
       raise errors.UserError(
           f'policy.table_init=tuned: {e}: set policy.kind=nonadaptive or '
@@ -406,7 +408,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         # Every process joins the gather of the batch-sharded arrays.
         plot_data = multihost_utils.process_allgather(plot_data, tiled=True)
         if is_chief:
-          _plot_schedules(workdir, gen, *plot_data,
+          _plot_schedules(workdir, trainer, *plot_data,
                           f'iteration {it + 1}, exploring policy')
       stop = preempt.agreed()
       if (it + 1) % cfg.checkpoint_every == 0 or last or stop:
@@ -428,9 +430,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # (sweeps that evaluate every trained seed on the same footing).
   # The same noise for every schedule; 'tuned' where one ships.
   runs = [('heuristic', None, None)]
-  tuned = _tuned_table(config, gen) if cfg.final_eval_num else None
-  if tuned is not None:
-    runs.append(('tuned', None, tuned))
+  if trainer.tuned_spec is not None and cfg.final_eval_num:
+    runs.append(('tuned', None, tuned_table(gen, trainer.tuned_spec)))
   runs.append(('adagen', state.ppo.params, None))
   for tag, params, table in runs:
     metrics = (evaluate_policy(params, cfg.final_eval_num, tag,
@@ -440,7 +441,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       results[tag] = metrics
   actions, scores = trainer.scored_samples(state, cfg.ppo.rollout_batch)
   if is_chief:
-    _plot_schedules(workdir, gen, actions, scores,
+    _plot_schedules(workdir, trainer, actions, scores,
                     'final deterministic policy', 'schedules_final.png')
     with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
       json.dump(results, f, indent=2)
@@ -449,12 +450,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return results
 
 
-def _tuned_table(config, gen) -> jax.Array | None:
-  """Raw [T, A] from the hand-crafted to the shipped tuned schedule.
-
-  None where no tuned schedule ships for these weights and steps
-  (assets.tuned_constants): the final table then omits the 'tuned' row.
-  """
+def _tuned_spec(config, gen) -> base.ActionSpec | None:
+  """The action spec of the shipped tuned schedule for these weights and
+  steps (assets.tuned_constants), or None where none ships: the final
+  table then omits the 'tuned' row and the plots its line."""
   try:
     best = assets.tuned_constants(gen.identity(), int(config.generator.steps))
   except errors.UserError:
@@ -462,12 +461,16 @@ def _tuned_table(config, gen) -> jax.Array | None:
   section = ml_collections.ConfigDict(config.generator.to_dict())
   section.update(best)
   tuned, _ = generators.build(section)
-  spec, tuned_spec = gen.action_spec, tuned.action_spec
   # The constants move the hand-crafted table only; the smoothing and the
-  # activations stay, so the offset reproduces the tuned rollout exactly.
-  assert spec.smoothing == tuned_spec.smoothing, (spec, tuned_spec)
+  # activations stay, so `tuned_table`'s offset reproduces the tuned rollout.
+  assert gen.action_spec.smoothing == tuned.action_spec.smoothing
+  return tuned.action_spec
+
+
+def tuned_table(gen, tuned_spec: base.ActionSpec) -> jax.Array:
+  """Raw float32 [T, A] from the hand-crafted to the tuned schedule."""
   return jnp.asarray(tuned_spec.residual(gen.num_steps)
-                     - spec.residual(gen.num_steps), jnp.float32)
+                     - gen.action_spec.residual(gen.num_steps), jnp.float32)
 
 
 def _make_evaluator(cfg):
@@ -512,10 +515,12 @@ def concat_trajectories(trajs) -> rollout_lib.Trajectory:
                                    dataclasses.fields(rollout_lib.Trajectory)})
 
 
-def _plot_schedules(workdir, gen, actions, scores, title,
+def _plot_schedules(workdir, trainer, actions, scores, title,
                     name='schedules.png'):
-  plots.plot_schedules(os.path.join(workdir, name),
-                       np.asarray(jax.device_get(actions)),
-                       gen.action_spec.names,
-                       np.asarray(jax.device_get(scores)),
-                       gen.action_spec.heuristic(gen.num_steps), title=title)
+  gen, tuned = trainer.generator, trainer.tuned_spec
+  plots.plot_schedules(
+      os.path.join(workdir, name), np.asarray(jax.device_get(actions)),
+      gen.action_spec.names, np.asarray(jax.device_get(scores)),
+      gen.action_spec.heuristic(gen.num_steps),
+      tuned=None if tuned is None else tuned.heuristic(gen.num_steps),
+      title=title)

@@ -185,7 +185,7 @@ def test_tuned_applies_the_shipped_constants_of_its_weights_and_t(
 
 def test_tuned_table_offset_reproduces_the_tuned_rollout():
   # The default run's 'tuned' row runs the tuned constants as a raw-action
-  # offset on the hand-crafted generator (train._tuned_table); the images
+  # offset on the hand-crafted generator (train.tuned_table); the images
   # must be those of the generator built with the tuned constants.
   from adagen_jax import generators  # pylint: disable=g-import-not-at-top
   from adagen_jax import sample  # pylint: disable=g-import-not-at-top
@@ -198,7 +198,8 @@ def test_tuned_table_offset_reproduces_the_tuned_rollout():
       {'generator': shipped.fmnist_maskgit_generator(4)})
   gen, params = generators.build(config.generator)
   tuned_gen, _ = generators.build(sample.tuned_section(config.generator))
-  table = train._tuned_table(config, gen)  # pylint: disable=protected-access
+  spec = train._tuned_spec(config, gen)  # pylint: disable=protected-access
+  table = train.tuned_table(gen, spec)
   assert table.shape == (4, gen.action_spec.size)
   assert float(jnp.abs(table).max()) > 0.1
   labels, rng = jnp.arange(4, dtype=jnp.int32), jax.random.key(3)
@@ -222,4 +223,4 @@ def test_tuned_table_offset_reproduces_the_tuned_rollout():
     policy.set_table(plain.init(jax.random.key(0), gen.obs_shape), table)
   # No tuned schedule ships at T=16: no 'tuned' row.
   config.generator = shipped.fmnist_maskgit_generator(16)
-  assert train._tuned_table(config, gen) is None  # pylint: disable=protected-access
+  assert train._tuned_spec(config, gen) is None  # pylint: disable=protected-access
