@@ -1,4 +1,4 @@
-"""Figures people look at: learned per-sample schedules (the paper's Fig. 15)."""
+"""Figures people look at: learned per-sample schedules (paper Fig. 15)."""
 
 import os
 

@@ -245,8 +245,9 @@ def run_torch(size: dict, batches, steps_list, repeats: int) -> list[dict]:
         tt = torch.full((b,), t)
         mean = actor(feat, tt)
         critic(feat, tt)
-        raw = mean + SIGMA * torch.randn_like(mean)
-        del raw  # the executed actions would be raw + residual, activated
+        # The exploring action is drawn as training does; the executed one
+        # would be it plus the residual, activated (not needed for timing).
+        mean.add(SIGMA * torch.randn_like(mean))
       logits_u, _ = nnet(ids, null)
       logits = logits_c + cfg * (logits_c - logits_u)
       sampled = torch.distributions.Categorical(

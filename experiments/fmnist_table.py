@@ -66,7 +66,7 @@ GRIDS = {
     # Constant guidance w, the time grid (even in t, or even in log-SNR),
     # and the start time.
     'sit': dict(cfg_init=(0.0, 0.5, 1.0, 1.5, 2.5, 4.0),
-                schedule=('reference', 'logsnr'), t_start=(0.01, 0.05)),
+                schedule=('reference', 'logsnr'), t_start=(0.01, 0.05, 0.1)),
     'dit': dict(cfg_init=(0.0, 0.5, 1.0, 1.5, 2.5, 4.0),
                 schedule=('reference', 'logsnr'), t_start=(0.9, 1.0)),
     # Guidance (VAR's ramp to it), top-k, top-p.
@@ -98,7 +98,8 @@ def tune(steps: int) -> dict:
   best = min(trials, key=lambda r: r['fd'])
   identity = _generator(steps)[0].identity()
   return dict(weights=identity['weights'],
-              weights_digest=identity['weights_digest'], steps=steps, seed=TUNE_SEED, num=TUNE_NUM, trials=trials,
+              weights_digest=identity['weights_digest'], steps=steps,
+              seed=TUNE_SEED, num=TUNE_NUM, trials=trials,
               best={k: best[k] for k in grid}, best_fd=best['fd'])
 
 
