@@ -220,8 +220,8 @@ def main(argv):
                                  f.batch, refinement)
   npz, png = save(f.out, images, labels, generator.num_classes)
   logging.info('wrote %s and %s', npz, png)
-  print(f'wrote {npz} ({images.shape[0]} samples, T={generator.num_steps}, '
-        f'policy={f.policy}) and {png}')
+  print(f'wrote {npz} ({images.shape[0]} samples, '
+        f'steps={config.generator.steps}, policy={f.policy}) and {png}')
 
 
 if __name__ == '__main__':
