@@ -221,7 +221,7 @@ def main(argv):
   npz, png = save(f.out, images, labels, generator.num_classes)
   logging.info('wrote %s and %s', npz, png)
   print(f'wrote {npz} ({images.shape[0]} samples, '
-        f'steps={config.generator.steps}, policy={f.policy}) and {png}')
+        f'T={config.generator.steps}, policy={f.policy}) and {png}')
 
 
 if __name__ == '__main__':
