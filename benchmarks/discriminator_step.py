@@ -88,7 +88,6 @@ def main():
   real_labels = jax.random.randint(keys[2], (b,), 0, num_classes, jnp.int32)
   fake_labels = jax.random.randint(keys[3], (b,), 0, num_classes, jnp.int32)
   state = jax.jit(model.init)(keys[4], real[:8], real_labels[:8])
-  update = jax.jit(model.update)
 
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   n_frozen = sum(x.size for x in jax.tree.leaves(state.frozen))
@@ -101,6 +100,8 @@ def main():
         f'images per step, loss {reward_config.loss}, p_crop '
         f'{reward_config.p_crop}')
   stats = {}
+  update = timing.compile_reporting_memory(
+      model.update, state, real, real_labels, fake, fake_labels, keys[5])
   secs = timing.time_fn(update, state, real, real_labels, fake, fake_labels,
                         keys[5], repeats=args.repeats, stats=stats)
   peak = timing.peak_memory_gib()

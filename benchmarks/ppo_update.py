@@ -53,8 +53,10 @@ def time_update(size: str, trajectories: int, steps: int, epochs: int,
       raw=jnp.zeros((m, actions)), logp_old=jnp.zeros((m,)),
       value_old=jnp.zeros((m,)), returns=jax.random.normal(k2, (m,)))
   state = ppo_lib.create_train_state(params, 1e-5)
-  update = jax.jit(lambda s, b: ppo_lib.ppo_update(
-      s, agent, b, jnp.float32(0.6), ppo_lib.PPOConfig(epochs=epochs)))
+  update = timing.compile_reporting_memory(
+      lambda s, b: ppo_lib.ppo_update(s, agent, b, jnp.float32(0.6),
+                                      ppo_lib.PPOConfig(epochs=epochs)),
+      state, batch)
   return timing.time_fn(update, state, batch, repeats=repeats, stats=stats)
 
 

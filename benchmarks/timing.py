@@ -52,8 +52,11 @@ def time_fn(fn, *args, repeats=3, stats=None):
   """
   t0 = time.perf_counter()
   jax.block_until_ready(fn(*args))  # compile + warm up
+  first = time.perf_counter() - t0
+  # Printed at once: a run cut by its time limit still says where it was.
+  print(f'  (first call, compile + run: {first:.1f} s)', flush=True)
   if stats is not None:
-    stats['first_call_s'] = time.perf_counter() - t0
+    stats['first_call_s'] = first
   best = float('inf')
   for _ in range(repeats):
     t0 = time.perf_counter()
@@ -69,9 +72,30 @@ def matmul_tflops(dtype, n=None):
   """
   if n is None:
     n = 8192 if jax.default_backend() != 'cpu' else 1024
-  a = jnp.ones((n, n), dtype)
+  # Random data: constant inputs can run faster than real ones. Ten
+  # repeats, as the first ones may run before the clocks have ramped up.
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
   f = jax.jit(lambda a: a @ a)
-  return 2 * n**3 / time_fn(f, a) / 1e12
+  return 2 * n**3 / time_fn(f, a, repeats=10) / 1e12
+
+
+def compile_reporting_memory(fn, *args):
+  """jit(fn) compiled for `args`; prints XLA's planned memory at once.
+
+  The temporary bytes are known before anything runs, so a program too big
+  for the device is reported even if its run never finishes.
+  """
+  t0 = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  mem = compiled.memory_analysis()
+  temp = getattr(mem, 'temp_size_in_bytes', None)
+  arg = getattr(mem, 'argument_size_in_bytes', None)
+  planned = ('' if temp is None else
+             f', planned temp {temp / 2**30:.2f} GiB + arguments '
+             f'{arg / 2**30:.2f} GiB')
+  print(f'  compiled in {time.perf_counter() - t0:.1f} s{planned}',
+        flush=True)
+  return compiled
 
 
 def peak_memory_gib(device=None):

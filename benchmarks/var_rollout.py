@@ -65,6 +65,7 @@ def _timed(fn, args, repeats):
   t0 = time.perf_counter()
   compiled = jax.jit(fn).lower(*args).compile()
   compile_s = time.perf_counter() - t0
+  print(f'  (compiled in {compile_s:.1f} s)', flush=True)
   jax.block_until_ready(compiled(*args))
   runs = []
   for _ in range(repeats):

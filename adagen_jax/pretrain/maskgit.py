@@ -251,6 +251,19 @@ def train_transformer(config, ids: np.ndarray, labels: np.ndarray,
 # Evaluation of the result.
 
 
+def reconstruction_metrics(tokenizer, tok_params, images: np.ndarray,
+                           labels: np.ndarray, evaluator) -> dict:
+  """FeatureNet metrics of the tokenizer's reconstructions of `images`."""
+  recon = jax.jit(lambda p, x: tokenizer.apply(
+      {'params': p}, x, method=tokenizer.reconstruct))
+  recons = np.concatenate([
+      np.asarray(recon(tok_params, images[i:i + 1000]))
+      for i in range(0, images.shape[0], 1000)])
+  metrics = evaluator(recons, labels)
+  logging.info('tokenizer reconstructions of the test split: %s', metrics)
+  return metrics
+
+
 def evaluate_model(config, gen_config, workdir: str, test_images,
                    test_labels) -> dict:
   """Reconstruction and sample metrics of the written asset (see module).
@@ -266,22 +279,14 @@ def evaluate_model(config, gen_config, workdir: str, test_images,
     for seed in cfg.seeds:
       samples[steps, seed] = common.cached_samples(
           workdir, generator, params, cfg.num, seed, cfg.batch, f'T{steps}')
-  tokenizer = generator.tokenizer
-  recon = jax.jit(lambda p, x: tokenizer.apply(
-      {'params': p}, tokenizer.apply({'params': p}, x,
-                                     method=tokenizer.encode),
-      method=tokenizer.decode_ids))
-  recons = np.concatenate([
-      np.asarray(recon(params['tokenizer'], test_images[i:i + 1000]))
-      for i in range(0, test_images.shape[0], 1000)])
   # Imported here: the evaluation network is not needed for training.
   from adagen_jax import evaluate  # pylint: disable=g-import-not-at-top
   evaluator = evaluate.Evaluator.create('fmnist-test', config.data_dir or None)
   out = {'num_samples': cfg.num, 'seeds': list(cfg.seeds),
          'schedule': gen_config.schedule, 'reference': 'fmnist-test',
-         'reconstruction': evaluator(recons, test_labels)}
-  logging.info('tokenizer reconstructions of the test split: %s',
-               out['reconstruction'])
+         'reconstruction': reconstruction_metrics(
+             generator.tokenizer, params['tokenizer'], test_images,
+             test_labels, evaluator)}
   for steps in cfg.steps:
     out[f'T{steps}'] = common.sample_metrics(
         evaluator, [samples[steps, seed] for seed in cfg.seeds])
@@ -322,6 +327,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tok_minutes = round((time.time() - t0) / 60, 1)
     assets.save_variables(tokenizer_path, tok_params,
                           {'minutes': tok_minutes})
+  if config.get('tokenizer_only', False):
+    # Tokenizer experiments: score the reconstructions, write no asset.
+    from adagen_jax import evaluate  # pylint: disable=g-import-not-at-top
+    tokenizer, _ = maskgit.make_nets(config.model)
+    return {'tokenizer_minutes': tok_minutes,
+            'reconstruction': reconstruction_metrics(
+                tokenizer, tok_params, test_x, test_y,
+                evaluate.Evaluator.create('fmnist-test', data_dir))}
   t1 = time.time()
   transformer_path = os.path.join(workdir, 'transformer.msgpack')
   if os.path.exists(transformer_path):

@@ -21,6 +21,9 @@ def get_config():
   c.seed = 0
   c.data_dir = ''  # '' = search (adagen_jax.data.fashion_mnist)
   c.output = ''    # '' = adagen_jax/assets/fmnist_maskgit.msgpack
+  # True: stop after stage 1 and score the tokenizer's reconstructions of
+  # the test split (tokenizer experiments; no asset is written).
+  c.tokenizer_only = False
 
   # Sizes: the fields of a MaskGIT `config.generator`.
   c.model = ml_collections.ConfigDict(dict(
