@@ -237,3 +237,21 @@ def test_weights_files_round_trip(tmp_path):
   with pytest.raises(errors.UserError, match='do not fit'):
     generators.build(bigger)
   assert isinstance(g, dit.LatentGenerator)
+
+
+def test_x0_clip_bounds_the_data_prediction_and_is_off_by_default():
+  g, _ = generators.build(tiny_config('dit'))
+  clipped, _ = generators.build(tiny_config('dit', x0_clip=1.0))
+  # Off: the identity (what exported policies are tied to) is unchanged.
+  assert 'x0_clip' not in g.identity()
+  assert clipped.identity()['x0_clip'] == 1.0
+  k1, k2 = jax.random.split(jax.random.key(4))
+  x = jax.random.normal(k1, (B, 4, 4, 4))
+  eps = 3.0 * jax.random.normal(k2, (B, 4, 4, 4))
+  t = jnp.full((B,), 0.9)  # alpha ~ 0.017: x0 is far outside [-1, 1]
+  free = g.prediction(eps, x, t)
+  bounded = clipped.prediction(eps, x, t)
+  assert float(jnp.max(jnp.abs(free))) > 10.0
+  np.testing.assert_array_equal(bounded, jnp.clip(free, -1.0, 1.0))
+  with pytest.raises(errors.UserError, match='x0_clip'):
+    generators.build(tiny_config('dit', x0_clip=-1.0))

@@ -131,6 +131,10 @@ class LatentGenerator:
     weights: identity of the loaded weights, for exports.
     weights_digest: assets.weights_digest of the weight files ('random'
       for random_init), so an export is tied to these exact weights.
+    x0_clip: > 0 clips the data prediction x0 to [-x0_clip, x0_clip]
+      before every solver update (DDPM's clip_denoised, for pixel-space
+      models whose data lie in [-1, 1]); 0 (the published models) never
+      clips. Only 'dpm2s' uses x0.
   """
   paradigm: Paradigm
   net: dit_nets.DiT
@@ -145,6 +149,7 @@ class LatentGenerator:
   weights: str = ''
   weights_digest: str = ''
   stochastic: bool = False
+  x0_clip: float = 0.0
 
   @property
   def name(self) -> str:
@@ -214,7 +219,13 @@ class LatentGenerator:
       if self.method != 'dpm2s':
         return out
       out = solver.noise_from_velocity(out, x, t)
-    return solver.x0_from_noise(p.schedule, out, x, t)
+    x0 = solver.x0_from_noise(p.schedule, out, x, t)
+    if self.x0_clip > 0:
+      # Near t = 1, alpha_t is ~0.02 and x0 = (x - sigma eps) / alpha
+      # multiplies the network's eps error ~50x; clipping keeps the few
+      # large early steps inside the data range.
+      x0 = jnp.clip(x0, -self.x0_clip, self.x0_clip)
+    return x0
 
   def init(self, params, labels: jax.Array,
            rng: jax.Array) -> tuple[LatentState, jax.Array]:
@@ -269,7 +280,10 @@ class LatentGenerator:
                       for k, v in net.items()},
             'vae': {k: list(v) if isinstance(v, tuple) else v
                     for k, v in vae.items()},
-            'weights': self.weights, 'weights_digest': self.weights_digest}
+            'weights': self.weights, 'weights_digest': self.weights_digest,
+            # Only when on, so identities (and policies) made before the
+            # option existed still match.
+            **({'x0_clip': self.x0_clip} if self.x0_clip > 0 else {})}
 
 
 def _converter_command(paradigm: Paradigm, out_dir: str) -> str:
@@ -387,7 +401,12 @@ def build_generator(gen_config, paradigm: Paradigm
       smoothing=float(gen_config.smoothing),
       cfg_init=float(gen_config.cfg_init), method=method, spacing=spacing,
       t_start=float(gen_config.get('t_start', paradigm.t_start)),
-      cfg_channels=channels, weights=weights, weights_digest=digest)
+      cfg_channels=channels, weights=weights, weights_digest=digest,
+      x0_clip=float(gen_config.get('x0_clip', 0.0)))
+  if gen.x0_clip < 0:
+    raise errors.UserError(
+        f'config.generator.x0_clip={gen.x0_clip}: use 0 (off) or the data '
+        'range bound, e.g. 1.0 for pixels in [-1, 1].')
   return gen, params
 
 
