@@ -145,8 +145,12 @@ def main(argv):
   del argv
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   if _STAGE.value == 'tune':
-    with open(_OUT.value, 'w') as f:
-      json.dump(tune(_STEPS.value), f, indent=1)
+    # Tuned first, written after (then atomically): an interrupted tune
+    # must not leave an empty file where a shipped tuned asset was.
+    result = tune(_STEPS.value)
+    with open(_OUT.value + '.tmp', 'w') as f:
+      json.dump(result, f, indent=1)
+    os.replace(_OUT.value + '.tmp', _OUT.value)
   elif _STAGE.value == 'eval':
     row = evaluate_method(_METHOD.value, _STEPS.value,
                           [int(s) for s in _SEEDS.value], _NUM.value)
