@@ -255,3 +255,39 @@ def test_x0_clip_bounds_the_data_prediction_and_is_off_by_default():
   np.testing.assert_array_equal(bounded, jnp.clip(free, -1.0, 1.0))
   with pytest.raises(errors.UserError, match='x0_clip'):
     generators.build(tiny_config('dit', x0_clip=-1.0))
+
+
+@pytest.mark.parametrize('name,t_end', [('dit', 0.002), ('sit', 0.998)])
+def test_t_end_moves_the_grid_and_clamp_end(name, t_end):
+  g, params = generators.build(tiny_config(name, t_end=t_end))
+  default, _ = generators.build(tiny_config(name))
+  assert 't_end' not in default.identity()
+  assert g.identity()['t_end'] == t_end
+  np.testing.assert_allclose(g.heuristic(g.num_steps)[-1, 0], t_end)
+  # Times pushed past the data end stop at t_end, not at the reference's.
+  picks = jnp.asarray([0.5] + [1e-4 if name == 'dit' else 0.9999] * NFE)
+  states, _ = _loop(g, params, picks, jnp.ones((g.num_steps,)))
+  np.testing.assert_allclose(float(states[-1].solver.t[0]), t_end, atol=1e-6)
+  for bad in (1.2, -0.1, 0.9 if name == 'dit' else 0.01):
+    with pytest.raises(errors.UserError, match='t_end'):
+      generators.build(tiny_config(name, t_end=bad))
+
+
+def test_output_v_prediction_is_recorded_and_checked():
+  g, _ = generators.build(tiny_config('dit', output='v'))
+  assert g.prediction_type == 'v' and g.identity()['output'] == 'v'
+  # The published output, spelled out or not, is one identity.
+  spelled, _ = generators.build(tiny_config('dit', output='noise'))
+  default, _ = generators.build(tiny_config('dit'))
+  assert spelled.identity() == default.identity()
+  assert default.prediction_type == 'noise'
+  k1, k2 = jax.random.split(jax.random.key(6))
+  x = jax.random.normal(k1, (B, 4, 4, 4))
+  v = jax.random.normal(k2, (B, 4, 4, 4))
+  t = jnp.full((B,), 0.5)
+  sched = g.paradigm.schedule
+  np.testing.assert_allclose(
+      g.prediction(v, x, t),
+      sched.alpha(0.5) * x - sched.sigma(0.5) * v, rtol=1e-5, atol=1e-6)
+  with pytest.raises(errors.UserError, match='output'):
+    generators.build(tiny_config('sit', output='v'))

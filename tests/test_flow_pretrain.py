@@ -1,6 +1,5 @@
 """The Fashion-MNIST DiT / SiT trainer (adagen_jax/pretrain/flow.py)."""
 
-import dataclasses
 import importlib.util
 import os
 
@@ -17,6 +16,7 @@ from adagen_jax.checkpoint import manager
 from adagen_jax.configs import shipped
 from adagen_jax.generators import dit
 from adagen_jax.generators import sit
+from adagen_jax.generators import solver
 from adagen_jax.pretrain import flow
 
 _CONFIG = os.path.join(os.path.dirname(__file__), os.pardir, 'configs',
@@ -38,7 +38,7 @@ def _data(shape=(3, 28, 28, 1)):
 
 def test_sit_inputs_are_the_linear_interpolant_and_its_velocity():
   x, eps, t = _data()
-  x_t, target = flow.noisy_inputs(sit.SIT, x, eps, t)
+  x_t, target = flow.noisy_inputs(sit.SIT, 'velocity', x, eps, t)
   tt = t[:, None, None, None]
   np.testing.assert_allclose(x_t, tt * x + (1 - tt) * eps, rtol=1e-6)
   np.testing.assert_allclose(target, x - eps, rtol=1e-6, atol=1e-6)
@@ -46,7 +46,7 @@ def test_sit_inputs_are_the_linear_interpolant_and_its_velocity():
 
 def test_dit_inputs_are_vp_noise_and_the_target_is_eps():
   x, eps, t = _data()
-  x_t, target = flow.noisy_inputs(dit.DIT, x, eps, t)
+  x_t, target = flow.noisy_inputs(dit.DIT, 'noise', x, eps, t)
   np.testing.assert_array_equal(target, eps)
   alpha = dit.DIT.schedule.alpha(t)[:, None, None, None]
   sigma = dit.DIT.schedule.sigma(t)[:, None, None, None]
@@ -54,17 +54,25 @@ def test_dit_inputs_are_vp_noise_and_the_target_is_eps():
   np.testing.assert_allclose(x_t, alpha * x + sigma * eps, rtol=1e-5,
                              atol=1e-6)
   # The velocity form (used for SiT) is d x_t / dt on any schedule.
-  velocity = dataclasses.replace(dit.DIT, output='velocity')
   h = 1e-3
-  _, v = flow.noisy_inputs(velocity, x, eps, t)
-  up, _ = flow.noisy_inputs(velocity, x, eps, t + h)
-  down, _ = flow.noisy_inputs(velocity, x, eps, t - h)
+  _, v = flow.noisy_inputs(dit.DIT, 'velocity', x, eps, t)
+  up, _ = flow.noisy_inputs(dit.DIT, 'velocity', x, eps, t + h)
+  down, _ = flow.noisy_inputs(dit.DIT, 'velocity', x, eps, t - h)
   np.testing.assert_allclose(v, (up - down) / (2 * h), rtol=2e-2, atol=2e-2)
+  # v-prediction: the generator's x0 of the exact target is the data.
+  x_t, v = flow.noisy_inputs(dit.DIT, 'v', x, eps, t)
+  np.testing.assert_allclose(v, alpha * eps - sigma * x, rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(
+      solver.x0_from_v(dit.DIT.schedule, v, x_t, t), x, rtol=1e-4,
+      atol=1e-4)
 
 
-@pytest.mark.parametrize('paradigm', ['sit', 'dit'])
-def test_train_writes_an_asset_that_samples(paradigm, tmp_path):
+@pytest.mark.parametrize('paradigm,output', [('sit', 'velocity'),
+                                             ('dit', 'v')])
+def test_train_writes_an_asset_that_samples(paradigm, output, tmp_path):
   config = _pretrain_config(paradigm)
+  config.sampling.output = output
   config.model.update(hidden_size=16, depth=1, num_heads=2, patch_size=7)
   config.train.update(steps=3, warmup_steps=1, batch_size=8)
   config.eval.num = 0
@@ -75,6 +83,7 @@ def test_train_writes_an_asset_that_samples(paradigm, tmp_path):
   gen_config.steps = 2
   generator, params = generators.build(gen_config)
   assert generator.name == paradigm and generator.num_steps == 3
+  assert generator.prediction_type == output
   images, labels = sample.generate_with(generator, params, 4, seed=0)
   assert images.shape == (4, 28, 28, 1) and labels.tolist() == [0, 1, 2, 3]
   assert 0.0 <= images.min() and images.max() <= 1.0

@@ -381,6 +381,60 @@ def test_uvit_structure_and_tied_head():
   assert not np.allclose(l3[..., 0], logits[..., 0])
 
 
+def test_sample_categorical_draws_the_softmax_distribution():
+  logits = jnp.log(jnp.array([0.5, 0.0, 0.3, 0.15, 0.05]))
+  ids = jax.jit(maskgit.sample_categorical)(
+      jax.random.key(0), jnp.broadcast_to(logits, (20000, 5)))
+  freq = np.bincount(np.asarray(ids), minlength=5) / 20000
+  assert freq[1] == 0.0  # a zero-probability code is never drawn
+  # 4 standard errors of a 20k-sample frequency.
+  np.testing.assert_allclose(freq, [0.5, 0.0, 0.3, 0.15, 0.05], atol=0.015)
+  # A peaked distribution (temperature -> 0) is its argmax.
+  sharp = jax.random.normal(jax.random.key(1), (64, 9)) / 1e-4
+  np.testing.assert_array_equal(
+      maskgit.sample_categorical(jax.random.key(2), sharp),
+      np.argmax(np.asarray(sharp), -1))
+
+
+def test_token_groups_are_grid_cells_and_round_trip():
+  # 4 x 4 grid of ids 0..15, cells of 2 x 2: cell 0 holds ids 0, 1, 4, 5.
+  x = jnp.arange(16.0).reshape(1, 16, 1)
+  cells = maskgit_nets.group_tokens(x, 2)
+  np.testing.assert_array_equal(cells[0, 0], [0, 1, 4, 5])
+  np.testing.assert_array_equal(cells[0, 3], [10, 11, 14, 15])
+  np.testing.assert_array_equal(maskgit_nets.ungroup_tokens(cells, 2), x)
+
+
+def test_grouped_uvit_sees_cells_and_predicts_every_id():
+  config = tiny_config(token_group=2)
+  g = make_generator(config)
+  assert g.obs_shape == (N // 4, 16)
+  assert g.identity()['token_group'] == 2
+  assert 'token_group' not in make_generator().identity()
+  uvit = g.transformer
+  ids = jnp.full((B, N), K, jnp.int32)
+  p = uvit.init(jax.random.key(0), ids, LABELS)['params']
+  assert p['token_emb']['word_embeddings']['embedding'].shape == (K + 1, 4)
+  assert p['token_emb']['position_embeddings']['embedding'].shape == (4, 16)
+  logits, feats = uvit.apply({'params': p}, ids, LABELS)
+  assert logits.shape == (B, N, K) and feats.shape == (B, N // 4, 16)
+  # An id enters the network at its own cell's position only.
+  def embed(module, i):
+    return module.token_emb(i)
+  e1 = uvit.apply({'params': p}, ids, method=embed)
+  e2 = uvit.apply({'params': p}, ids.at[:, 5].set(1), method=embed)
+  changed = np.any(np.asarray(e1 != e2), axis=(0, 2))
+  np.testing.assert_array_equal(changed, [True, False, False, False])
+  # A grouped generator rolls out: per-id sampling, per-cell observations.
+  params = {'tokenizer': random_params(config)['tokenizer'],
+            'transformer': p}
+  traj = _rollout(g, params, LABELS, jax.random.key(1))
+  assert traj.obs.shape[-2:] == (N // 4, 16)
+  assert traj.images.shape == (B, 8, 8, 1)
+  with pytest.raises(errors.UserError, match='token_group'):
+    maskgit.make_nets(tiny_config(token_group=3))
+
+
 def test_build_loads_checks_and_explains(tmp_path, params):
   config = tiny_config()
   with pytest.raises(errors.UserError, match='convert.maskgit'):

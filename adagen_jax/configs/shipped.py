@@ -49,6 +49,7 @@ def fmnist_flow_generator(paradigm: str, steps: int = 4
       schedule='reference',
       t_start=0.9 if dit else 0.01,
       cfg_channels=1,
+      output='noise' if dit else 'velocity',  # what the network predicts
       model=dict(input_size=28, in_channels=1, patch_size=4, hidden_size=128,
                  depth=6, num_heads=4, mlp_ratio=4.0, num_classes=10,
                  learn_sigma=False),

@@ -33,7 +33,9 @@ block tokens [B, N, D] before `final_layer`.
 
 DiT specifics: continuous VP-linear schedule (beta0 0.1, beta1 20), the
 network is fed 1000 t, its first C output channels are eps (the learned-sigma
-half is dropped), the solver takes x0 = (x - sigma eps) / alpha. Heuristic:
+half is dropped), the solver takes x0 = (x - sigma eps) / alpha. A network
+trained for v = alpha eps - sigma x0 instead (`config.generator.output='v'`,
+the small pixel-space models) gives x0 = alpha x - sigma v. Heuristic:
 timesteps linspace(0.9, 0.01, NFE + 1) (or log-SNR-uniform,
 `schedule='logsnr'`), manual_cfg = cfg_init (1.0); smoothing 0.4.
 """
@@ -73,7 +75,11 @@ class Paradigm:
     schedule: the noise schedule of the solver.
     rule: the time clamps.
     time_scale: the network is fed time_scale * t.
-    output: what the network predicts: 'noise' (DiT) or 'velocity' (SiT).
+    outputs: what the network may predict, the published model's first:
+      DiT 'noise' (eps) or 'v' (alpha eps - sigma x0, Salimans & Ho's
+      v-prediction, for small pixel-space models: eps's x0 = (x - sigma
+      eps) / alpha multiplies the network's error by sigma / alpha, ~60 at
+      DiT's start time), SiT 'velocity'.
     t_start: start time of the heuristic grid.
     methods: the solvers it supports.
     checkpoint: the published checkpoint's file name (for messages).
@@ -82,7 +88,7 @@ class Paradigm:
   schedule: solver.Schedule
   rule: solver.TimeRule
   time_scale: float
-  output: str
+  outputs: tuple[str, ...]
   t_start: float
   methods: tuple[str, ...]
   checkpoint: str
@@ -91,7 +97,7 @@ class Paradigm:
 DIT = Paradigm(
     name='dit', schedule=solver.VPLinear(beta0=0.1, beta1=20.0),
     rule=solver.TimeRule(decreasing=True, end=0.01, start_bounds=(0.01, 1.0)),
-    time_scale=1000.0, output='noise', t_start=0.9, methods=('dpm2s',),
+    time_scale=1000.0, outputs=('noise', 'v'), t_start=0.9, methods=('dpm2s',),
     checkpoint='DiT-XL-2-256x256.pt')
 
 
@@ -135,6 +141,13 @@ class LatentGenerator:
       before every solver update (DDPM's clip_denoised, for pixel-space
       models whose data lie in [-1, 1]); 0 (the published models) never
       clips. Only 'dpm2s' uses x0.
+    output: what the network predicts (one of paradigm.outputs); '' is
+      the published model's.
+    t_end: the data-side end of the time grid and of the clamps; None is
+      the paradigm's (DiT 0.01, SiT 0.99: the reference's). Pixel-space
+      models may end closer to the data: at DiT's 0.01 the sample keeps
+      noise of sigma 0.045 (5.7 grey levels of 255), which an SD-VAE
+      latent hides and a pixel image shows.
   """
   paradigm: Paradigm
   net: dit_nets.DiT
@@ -150,10 +163,23 @@ class LatentGenerator:
   weights_digest: str = ''
   stochastic: bool = False
   x0_clip: float = 0.0
+  t_end: float | None = None
+  output: str = ''
 
   @property
   def name(self) -> str:
     return self.paradigm.name
+
+  @property
+  def prediction_type(self) -> str:
+    return self.output or self.paradigm.outputs[0]
+
+  @property
+  def rule(self) -> solver.TimeRule:
+    """The paradigm's clamps, ending at t_end when that is set."""
+    if self.t_end is None:
+      return self.paradigm.rule
+    return dataclasses.replace(self.paradigm.rule, end=self.t_end)
 
   @property
   def num_steps(self) -> int:
@@ -183,7 +209,7 @@ class LatentGenerator:
   def heuristic(self, num_steps: int) -> np.ndarray:
     """float64 [num_steps, 2]: (time picked, cfg) per decision."""
     times = solver.heuristic_times(
-        self.method, num_steps - 1, self.t_start, self.paradigm.rule.end,
+        self.method, num_steps - 1, self.t_start, self.rule.end,
         self.spacing, self.paradigm.schedule)
     return np.stack([times, np.full_like(times, self.cfg_init)], axis=-1)
 
@@ -215,11 +241,15 @@ class LatentGenerator:
                  ) -> jax.Array:
     """Guided network output at (x, t) -> what `solver.advance` takes."""
     p = self.paradigm
-    if p.output == 'velocity':
+    kind = self.prediction_type
+    if kind == 'velocity':
       if self.method != 'dpm2s':
         return out
       out = solver.noise_from_velocity(out, x, t)
-    x0 = solver.x0_from_noise(p.schedule, out, x, t)
+    if kind == 'v':
+      x0 = solver.x0_from_v(p.schedule, out, x, t)
+    else:
+      x0 = solver.x0_from_noise(p.schedule, out, x, t)
     if self.x0_clip > 0:
       # Near t = 1, alpha_t is ~0.02 and x0 = (x - sigma eps) / alpha
       # multiplies the network's eps error ~50x; clipping keeps the few
@@ -246,7 +276,7 @@ class LatentGenerator:
                        self.cfg_channels)
     pred = self.prediction(out, sol.x, sol.t)
     sol = solver.advance(self.method, self.paradigm.schedule,
-                         self.paradigm.rule, sol, pred, action['timesteps'])
+                         self.rule, sol, pred, action['timesteps'])
 
     def run(sol):
       return self.evaluate(params, sol.x, sol.t, state.labels)
@@ -283,7 +313,9 @@ class LatentGenerator:
             'weights': self.weights, 'weights_digest': self.weights_digest,
             # Only when on, so identities (and policies) made before the
             # option existed still match.
-            **({'x0_clip': self.x0_clip} if self.x0_clip > 0 else {})}
+            **({'x0_clip': self.x0_clip} if self.x0_clip > 0 else {}),
+            **({'t_end': self.t_end} if self.t_end is not None else {}),
+            **({'output': self.output} if self.output else {})}
 
 
 def _converter_command(paradigm: Paradigm, out_dir: str) -> str:
@@ -388,6 +420,7 @@ def build_generator(gen_config, paradigm: Paradigm
         f'config.generator.cfg_channels={channels}; use 0..'
         f'{net.in_channels}.')
   params = load_params(gen_config, paradigm, net, vae)
+  output = gen_config.get('output', '') or paradigm.outputs[0]
   if gen_config.get('random_init', False):
     weights = digest = 'random_init'
   else:
@@ -402,7 +435,24 @@ def build_generator(gen_config, paradigm: Paradigm
       cfg_init=float(gen_config.cfg_init), method=method, spacing=spacing,
       t_start=float(gen_config.get('t_start', paradigm.t_start)),
       cfg_channels=channels, weights=weights, weights_digest=digest,
-      x0_clip=float(gen_config.get('x0_clip', 0.0)))
+      x0_clip=float(gen_config.get('x0_clip', 0.0)),
+      t_end=(None if gen_config.get('t_end') is None
+             else float(gen_config.t_end)),
+      # The published model's output is stored as '' so that both spellings
+      # give one identity.
+      output='' if output == paradigm.outputs[0] else output)
+  if output not in paradigm.outputs:
+    raise errors.UserError(
+        f'config.generator.output={output!r}: a {paradigm.name} network '
+        f'predicts one of {", ".join(paradigm.outputs)}; set what the '
+        'weights were trained for (the .json beside them records it).')
+  if gen.t_end is not None:
+    lo, hi = sorted((gen.t_start, 0.0 if gen.rule.decreasing else 1.0))
+    if not lo < gen.t_end < hi:
+      raise errors.UserError(
+          f'config.generator.t_end={gen.t_end}: the grid runs from t_start='
+          f'{gen.t_start} towards the data, so use a time strictly between '
+          f'{lo} and {hi} (the reference: {paradigm.rule.end}).')
   if gen.x0_clip < 0:
     raise errors.UserError(
         f'config.generator.x0_clip={gen.x0_clip}: use 0 (off) or the data '

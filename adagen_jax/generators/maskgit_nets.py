@@ -268,23 +268,56 @@ _dense_init = nn.initializers.truncated_normal(0.02)
 _embed_init = nn.initializers.normal(0.02)
 
 
+def group_tokens(x: jax.Array, group: int) -> jax.Array:
+  """[B, N, E] on a square grid -> [B, N / g^2, g^2 E], g x g cells.
+
+  The cells are row-major over the grid of cells, and each cell's g^2
+  tokens (row-major) are concatenated on the last axis.
+  """
+  if group == 1:
+    return x
+  b, n, e = x.shape
+  side = math.isqrt(n)
+  cells = side // group
+  x = x.reshape(b, cells, group, cells, group, e).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, cells * cells, group * group * e)
+
+
+def ungroup_tokens(x: jax.Array, group: int) -> jax.Array:
+  """Inverse of `group_tokens`: [B, N / g^2, g^2 E] -> [B, N, E]."""
+  if group == 1:
+    return x
+  b, m, ge = x.shape
+  cells, e = math.isqrt(m), ge // (group * group)
+  x = x.reshape(b, cells, cells, group, group, e).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, m * group * group, e)
+
+
 class BertEmbeddings(nn.Module):
   """Word + learned position embeddings, LayerNorm (eps 1e-6), dropout.
+
+  With group g > 1 the ids lie on a square grid and each g x g cell becomes
+  one position: its g^2 word embeddings (hidden_size / g^2 wide each) are
+  concatenated, then the cell's position embedding is added.
 
   Attributes:
     vocab_size: number of ids.
     hidden_size: width.
-    max_positions: length of the position table.
+    max_positions: length of the position table (cells when grouped).
     dropout: rate (training only).
+    group: g, the cell side in ids (1: one position per id, the published
+      models).
   """
   vocab_size: int
   hidden_size: int
   max_positions: int
-  dropout: float = 0.0
+  dropout: float = 0.1
+  group: int = 1
 
   def setup(self):
-    self.word_embeddings = nn.Embed(self.vocab_size, self.hidden_size,
-                                    embedding_init=_embed_init)
+    self.word_embeddings = nn.Embed(
+        self.vocab_size, self.hidden_size // (self.group * self.group),
+        embedding_init=_embed_init)
     self.position_embeddings = nn.Embed(self.max_positions, self.hidden_size,
                                         embedding_init=_embed_init)
     # pylint: disable-next=invalid-name
@@ -292,9 +325,9 @@ class BertEmbeddings(nn.Module):
     self.drop = nn.Dropout(self.dropout)
 
   def __call__(self, ids: jax.Array, train: bool = False) -> jax.Array:
-    """ids: int32 [B, L] -> float32 [B, L, hidden_size]."""
-    x = self.word_embeddings(ids)
-    x = x + self.position_embeddings.embedding[None, :ids.shape[1]]
+    """ids: int32 [B, L] -> float32 [B, L / g^2, hidden_size]."""
+    x = group_tokens(self.word_embeddings(ids), self.group)
+    x = x + self.position_embeddings.embedding[None, :x.shape[1]]
     return self.drop(self.LayerNorm(x), deterministic=not train)
 
 
@@ -353,16 +386,22 @@ class Block(nn.Module):
 
 
 class MlmLayer(nn.Module):
-  """LN(GELU(Dense(x))) @ E^T + bias, E the tied word embeddings."""
+  """LN(GELU(Dense(x))) @ E^T + bias, E the tied word embeddings.
+
+  With group g > 1 each position is a g x g cell of ids: the Dense output
+  splits into g^2 vectors (`ungroup_tokens`), one per id.
+  """
   vocab_size: int
+  group: int = 1
 
   @nn.compact
   def __call__(self, x: jax.Array, word_embeddings: jax.Array) -> jax.Array:
-    """x: [B, L, C]; word_embeddings: [V, C] -> logits [B, L, V]."""
-    h = nn.Dense(word_embeddings.shape[-1], kernel_init=_dense_init,
-                 name='fc')(x)
-    h = nn.LayerNorm(epsilon=_BLOCK_LN_EPS, name='ln')(
-        nn.gelu(h, approximate=False))
+    """x: [B, L, C]; word_embeddings: [V, C / g^2] -> logits [B, L g^2, V].
+    """
+    h = nn.Dense(word_embeddings.shape[-1] * self.group * self.group,
+                 kernel_init=_dense_init, name='fc')(x)
+    h = nn.LayerNorm(epsilon=_BLOCK_LN_EPS, name='ln')(ungroup_tokens(
+        nn.gelu(h, approximate=False), self.group))
     bias = self.param('bias', nn.initializers.zeros, (self.vocab_size,))
     return h @ word_embeddings.T + bias
 
@@ -384,6 +423,11 @@ class UViT(nn.Module):
     num_heads: attention heads (8).
     mlp_ratio: MLP expansion (4).
     dropout: token-embedding dropout, training only (0.1).
+    token_group: g; each g x g cell of ids is one transformer position
+      (1: one per id, the published models). Masking, sampling and the
+      logits stay per id; only the network sees N / g^2 positions, so a
+      14 x 14 grid costs what a 7 x 7 one does (as DiT's patch size 2 does
+      on latents).
   """
   codebook_size: int = 1024
   num_tokens: int = 256
@@ -393,10 +437,17 @@ class UViT(nn.Module):
   num_heads: int = 8
   mlp_ratio: float = 4.0
   dropout: float = 0.1
+  token_group: int = 1
+
+  @property
+  def num_positions(self) -> int:
+    """Image positions the transformer sees (and features it returns)."""
+    return self.num_tokens // (self.token_group * self.token_group)
 
   def setup(self):
     self.token_emb = BertEmbeddings(self.codebook_size + 1, self.width,
-                                    self.num_tokens, self.dropout)
+                                    self.num_positions, self.dropout,
+                                    self.token_group)
     self.context_embed = BertEmbeddings(self.num_classes + 1, self.width, 1)
     blocks = dict(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio)
     self.in_blocks = [Block(**blocks, name=f'in_blocks_{i}')
@@ -405,7 +456,7 @@ class UViT(nn.Module):
     self.out_blocks = [Block(**blocks, skip=True, name=f'out_blocks_{i}')
                        for i in range(self.depth // 2)]
     self.norm = nn.LayerNorm(epsilon=_BLOCK_LN_EPS)
-    self.mlm_layer = MlmLayer(self.codebook_size + 1)
+    self.mlm_layer = MlmLayer(self.codebook_size + 1, self.token_group)
 
   def __call__(self, ids: jax.Array, labels: jax.Array, train: bool = False
                ) -> tuple[jax.Array, jax.Array]:
@@ -418,8 +469,8 @@ class UViT(nn.Module):
 
     Returns:
       logits: float32 [B, N, codebook_size] (class token and [MASK] dropped).
-      features: float32 [B, N, width], the final-norm hidden states of the
-        image tokens (the policy's observation).
+      features: float32 [B, N / g^2, width], the final-norm hidden states
+        of the image positions (the policy's observation).
     """
     x = self.token_emb(ids, train)
     context = self.context_embed(labels[:, None])
@@ -434,6 +485,6 @@ class UViT(nn.Module):
     x = self.norm(x)
     # The reference detaches the tied embeddings in the head.
     embeddings = jax.lax.stop_gradient(self.token_emb.word_embeddings.embedding)
-    logits = self.mlm_layer(x, embeddings)
-    return (logits[:, 1:, :self.codebook_size].astype(jnp.float32),
+    logits = self.mlm_layer(x[:, 1:], embeddings)
+    return (logits[..., :self.codebook_size].astype(jnp.float32),
             x[:, 1:].astype(jnp.float32))

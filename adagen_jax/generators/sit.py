@@ -25,7 +25,7 @@ SIT = dit.Paradigm(
     name='sit', schedule=solver.FlowLinear(),
     rule=solver.TimeRule(decreasing=False, end=0.99,
                          start_bounds=(0.01, 0.99)),
-    time_scale=1.0, output='velocity', t_start=0.01,
+    time_scale=1.0, outputs=('velocity',), t_start=0.01,
     methods=solver.METHODS, checkpoint='SiT-XL-2-256.pt')
 
 

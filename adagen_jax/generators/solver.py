@@ -183,6 +183,16 @@ def x0_from_noise(schedule: Schedule, eps: jax.Array, x: jax.Array,
   return (x - _b(schedule.sigma(t)) * eps) / _b(schedule.alpha(t))
 
 
+def x0_from_v(schedule: VPLinear, v: jax.Array, x: jax.Array, t: jax.Array
+              ) -> jax.Array:
+  """Data prediction of a v-prediction v = alpha_t eps - sigma_t x0.
+
+  alpha x - sigma v = (alpha^2 + sigma^2) x0 = x0 on a VP schedule: the
+  network's error reaches x0 scaled by sigma <= 1, never by sigma / alpha.
+  """
+  return _b(schedule.alpha(t)) * x - _b(schedule.sigma(t)) * v
+
+
 def noise_from_velocity(v: jax.Array, x: jax.Array, t: jax.Array
                         ) -> jax.Array:
   """FlowLinear's noise from velocity v = x_data - noise: eps = x - t v."""

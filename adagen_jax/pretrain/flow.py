@@ -11,7 +11,8 @@ schedule its sampler integrates (generators/solver.py):
   sit  x_t = t x + (1 - t) eps (t = 0 is noise), the network fed t predicts
        the velocity d x_t / dt = x - eps;
   dit  VP-linear x_t = alpha_t x + sigma_t eps, the network fed 1000 t
-       predicts eps.
+       predicts eps, or v = alpha_t eps - sigma_t x with
+       config.sampling.output='v' (the generator section's `output`).
 
 t in config.train.t_range (uniform or logit-normal); labels are dropped to the null class with
 p_uncond so the model can be guided; AdamW with warm-up and cosine decay; an
@@ -51,12 +52,13 @@ from adagen_jax.pretrain import common
 PARADIGMS = {'dit': dit.DIT, 'sit': sit.SIT}
 
 
-def noisy_inputs(paradigm: dit.Paradigm, x: jax.Array, eps: jax.Array,
-                 t: jax.Array) -> tuple[jax.Array, jax.Array]:
+def noisy_inputs(paradigm: dit.Paradigm, output: str, x: jax.Array,
+                 eps: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(x_t, regression target) of data x and noise eps, float32 [B, H, W, C].
 
-  The target is what `LatentGenerator.prediction` reads: eps ('noise') or
-  the velocity alpha'(t) x + sigma'(t) eps ('velocity', x - eps for SiT).
+  The target is what `LatentGenerator.prediction` reads for `output`: eps
+  ('noise'), alpha_t eps - sigma_t x ('v'), or the velocity alpha'(t) x +
+  sigma'(t) eps ('velocity', x - eps for SiT).
   """
   def coef(fn):
     value, slope = jax.jvp(fn, (t,), (jnp.ones_like(t),))
@@ -64,7 +66,9 @@ def noisy_inputs(paradigm: dit.Paradigm, x: jax.Array, eps: jax.Array,
 
   alpha, d_alpha = coef(paradigm.schedule.alpha)
   sigma, d_sigma = coef(paradigm.schedule.sigma)
-  target = eps if paradigm.output == 'noise' else d_alpha * x + d_sigma * eps
+  targets = {'noise': eps, 'v': alpha * eps - sigma * x,
+             'velocity': d_alpha * x + d_sigma * eps}
+  target = targets[output]
   return alpha * x + sigma * eps, target
 
 
@@ -86,13 +90,13 @@ def sample_times(cfg, rng: jax.Array, batch: int) -> jax.Array:
   return jax.random.uniform(rng, (batch,), minval=lo, maxval=hi)
 
 
-def _train_step(net: dit_nets.DiT, paradigm: dit.Paradigm, tx, cfg,
-                state: common.EmaTrainState, images, labels, rng):
+def _train_step(net: dit_nets.DiT, paradigm: dit.Paradigm, output: str, tx,
+                cfg, state: common.EmaTrainState, images, labels, rng):
   k_t, k_eps, k_null = jax.random.split(rng, 3)
   x = 2.0 * images - 1.0
   t = sample_times(cfg, k_t, x.shape[0])
-  x_t, target = noisy_inputs(paradigm, x, jax.random.normal(k_eps, x.shape),
-                             t)
+  x_t, target = noisy_inputs(paradigm, output, x,
+                             jax.random.normal(k_eps, x.shape), t)
   drop = jax.random.bernoulli(k_null, cfg.p_uncond, labels.shape)
   labels = jnp.where(drop, net.num_classes, labels)
 
@@ -123,7 +127,8 @@ def train_network(config, images: np.ndarray, labels: np.ndarray,
                   mask=common.weight_decay_mask))
   state = common.create_ema_state(params, tx)
   step_fn = jax.jit(functools.partial(
-      _train_step, net, PARADIGMS[config.paradigm], tx, cfg), donate_argnums=0)
+      _train_step, net, PARADIGMS[config.paradigm], config.sampling.output,
+      tx, cfg), donate_argnums=0)
   batches = fashion_mnist.batches(images, labels, cfg.batch_size, config.seed,
                                   0, 1)
   state = common.run_resumable(

@@ -28,7 +28,7 @@ import ml_collections
 from adagen_jax.configs import shipped
 
 _SAMPLING = ('steps', 'smoothing', 'cfg_init', 'solver', 'schedule',
-             't_start', 'cfg_channels')
+             't_start', 'cfg_channels', 'output')
 
 
 def get_config(paradigm: str = 'sit'):

@@ -31,6 +31,7 @@ def get_config():
       tokens=7,            # 7x7 token grid (28 / 4)
       codebook_size=128,
       width=64, depth=4, heads=4, mlp_ratio=4.0,
+      token_group=1,       # g x g ids per transformer position
       tokenizer=dict(filters=16, channel_mult=(1, 1, 2), num_res_blocks=1,
                      embedding_dim=16, norm_groups=32),
   ))
