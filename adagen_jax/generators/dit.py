@@ -419,8 +419,29 @@ def build_generator(gen_config, paradigm: Paradigm
     raise errors.UserError(
         f'config.generator.cfg_channels={channels}; use 0..'
         f'{net.in_channels}.')
-  params = load_params(gen_config, paradigm, net, vae)
+  # Cheap config checks first: a bad value fails before the weights load.
   output = gen_config.get('output', '') or paradigm.outputs[0]
+  if output not in paradigm.outputs:
+    raise errors.UserError(
+        f'config.generator.output={output!r}: a {paradigm.name} network '
+        f'predicts one of {", ".join(paradigm.outputs)}; set what the '
+        'weights were trained for (the .json beside them records it).')
+  t_start = float(gen_config.get('t_start', paradigm.t_start))
+  t_end = gen_config.get('t_end')
+  if t_end is not None:
+    t_end = float(t_end)
+    lo, hi = sorted((t_start, 0.0 if paradigm.rule.decreasing else 1.0))
+    if not lo < t_end < hi:
+      raise errors.UserError(
+          f'config.generator.t_end={t_end}: the grid runs from t_start='
+          f'{t_start} towards the data, so use a time strictly between '
+          f'{lo} and {hi} (the reference: {paradigm.rule.end}).')
+  x0_clip = float(gen_config.get('x0_clip', 0.0))
+  if x0_clip < 0:
+    raise errors.UserError(
+        f'config.generator.x0_clip={x0_clip}: use 0 (off) or the data '
+        'range bound, e.g. 1.0 for pixels in [-1, 1].')
+  params = load_params(gen_config, paradigm, net, vae)
   if gen_config.get('random_init', False):
     weights = digest = 'random_init'
   else:
@@ -433,30 +454,11 @@ def build_generator(gen_config, paradigm: Paradigm
       paradigm=paradigm, net=net, vae=vae, nfe=nfe,
       smoothing=float(gen_config.smoothing),
       cfg_init=float(gen_config.cfg_init), method=method, spacing=spacing,
-      t_start=float(gen_config.get('t_start', paradigm.t_start)),
-      cfg_channels=channels, weights=weights, weights_digest=digest,
-      x0_clip=float(gen_config.get('x0_clip', 0.0)),
-      t_end=(None if gen_config.get('t_end') is None
-             else float(gen_config.t_end)),
+      t_start=t_start, cfg_channels=channels, weights=weights,
+      weights_digest=digest, x0_clip=x0_clip, t_end=t_end,
       # The published model's output is stored as '' so that both spellings
       # give one identity.
       output='' if output == paradigm.outputs[0] else output)
-  if output not in paradigm.outputs:
-    raise errors.UserError(
-        f'config.generator.output={output!r}: a {paradigm.name} network '
-        f'predicts one of {", ".join(paradigm.outputs)}; set what the '
-        'weights were trained for (the .json beside them records it).')
-  if gen.t_end is not None:
-    lo, hi = sorted((gen.t_start, 0.0 if gen.rule.decreasing else 1.0))
-    if not lo < gen.t_end < hi:
-      raise errors.UserError(
-          f'config.generator.t_end={gen.t_end}: the grid runs from t_start='
-          f'{gen.t_start} towards the data, so use a time strictly between '
-          f'{lo} and {hi} (the reference: {paradigm.rule.end}).')
-  if gen.x0_clip < 0:
-    raise errors.UserError(
-        f'config.generator.x0_clip={gen.x0_clip}: use 0 (off) or the data '
-        'range bound, e.g. 1.0 for pixels in [-1, 1].')
   return gen, params
 
 
