@@ -104,6 +104,11 @@ class Trainer:
     # Batches split over devices and into the discriminator's groups of 8.
     mesh_lib.check_batch(config.ppo.rollout_batch, 'ppo.rollout_batch', 8)
     mesh_lib.check_batch(config.reward.d_batch, 'reward.d_batch', 8)
+    group = config.ppo.get('group_size', 1)
+    if group < 1 or config.ppo.rollout_batch % group:
+      raise errors.UserError(
+          f'ppo.group_size={group} must be >= 1 and divide '
+          f'ppo.rollout_batch={config.ppo.rollout_batch}.')
     if config.ppo.trajectories % config.ppo.rollout_batch:
       raise errors.UserError(
           f'ppo.trajectories={config.ppo.trajectories} must be a multiple of '
@@ -121,38 +126,49 @@ class Trainer:
     self.ppo_config = ppo_settings(config.ppo)
     self.reward_model = rewards_lib.make_reward(
         config.reward, make_backbone(config.reward),
-        self.generator.num_classes)
+        self.generator.num_classes, group)
     self.data_sharding = mesh_lib.batch_sharded(self.mesh)
     self.repl = mesh_lib.replicated(self.mesh)
     self._build_steps()
 
   # ---------------------------------------------------------------- jitted --
-  def _labels(self, rng, batch):
-    labels = jax.random.randint(rng, (batch,), 0,
+  def _labels(self, rng, batch, group=1):
+    """int32 [batch] random classes, in runs of `group` equal ones."""
+    labels = jax.random.randint(rng, (batch // group,), 0,
                                 self.generator.num_classes, jnp.int32)
-    return jax.lax.with_sharding_constraint(labels, self.data_sharding)
+    return jax.lax.with_sharding_constraint(jnp.repeat(labels, group),
+                                            self.data_sharding)
 
   def _build_steps(self):
     cfg, gen = self.config, self.generator
     obs_dtype = jnp.dtype(cfg.ppo.obs_dtype)
+    group = cfg.ppo.get('group_size', 1)
 
     def collect(gen_params, agent_params, reward_state, rng, sigma):
       """One exploring rollout batch and its terminal rewards."""
       k_lab, k_roll, k_rew = jax.random.split(rng, 3)
-      labels = self._labels(k_lab, cfg.ppo.rollout_batch)
+      labels = self._labels(k_lab, cfg.ppo.rollout_batch, group)
       act = self.agent.make_act_fn(agent_params, sigma, explore=True)
       traj = rollout_lib.rollout(gen, gen_params, labels, k_roll, act,
-                                 obs_dtype=obs_dtype)
+                                 obs_dtype=obs_dtype, group_size=group)
       reward = self.reward_model.reward(reward_state, traj.images, labels,
                                         k_rew)
       return traj, reward
 
     def update(ppo_state, trajs, rewards, sigma, rng):
       """PPO on all rollouts of the iteration (tuples, one per batch)."""
-      batch = ppo_lib.make_batch(concat_trajectories(trajs),
-                                 jnp.concatenate(rewards))
-      return ppo_lib.ppo_update(ppo_state, self.agent, batch, sigma,
-                                self.ppo_config, rng)
+      rewards = jnp.concatenate(rewards)
+      batch = ppo_lib.make_batch(concat_trajectories(trajs), rewards, group)
+      ppo_state, metrics = ppo_lib.ppo_update(ppo_state, self.agent, batch,
+                                              sigma, self.ppo_config, rng)
+      if group > 1:
+        # The share of the reward variance the actions make (within a
+        # group); the rest is the initial noise and the label.
+        within = rewards - jnp.repeat(
+            rewards.reshape(-1, group).mean(axis=1), group)
+        metrics['reward_within_group'] = (
+            jnp.var(within) / jnp.maximum(jnp.var(rewards), 1e-12))
+      return ppo_state, metrics
 
     def real_view(gen_params, images):
       """Real images as the reward sees them (reward.real_reconstructed)."""

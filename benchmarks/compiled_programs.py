@@ -193,7 +193,7 @@ def ppo_update() -> dict:
   batch = ppo_lib.PPOBatch(
       obs=_sds((m, n, c), 'bfloat16'), t=_sds((m,), 'int32'),
       raw=_sds((m, actions), 'float32'), logp_old=_sds((m,), 'float32'),
-      value_old=_sds((m,), 'float32'), returns=_sds((m,), 'float32'))
+      baseline=_sds((m,), 'float32'), returns=_sds((m,), 'float32'))
   rows = {}
   for micro in (1, 8, 32):
     config = ppo_lib.PPOConfig(epochs=5, micro_batches=micro)

@@ -51,7 +51,7 @@ def time_update(size: str, trajectories: int, steps: int, epochs: int,
       obs=jax.random.normal(k1, (m, n, c), obs_dtype),  # no f32 copy
       t=jnp.tile(jnp.arange(steps, dtype=jnp.int32), trajectories),
       raw=jnp.zeros((m, actions)), logp_old=jnp.zeros((m,)),
-      value_old=jnp.zeros((m,)), returns=jax.random.normal(k2, (m,)))
+      baseline=jnp.zeros((m,)), returns=jax.random.normal(k2, (m,)))
   state = ppo_lib.create_train_state(params, 1e-5)
   update = timing.compile_reporting_memory(
       lambda s, b: ppo_lib.ppo_update(s, agent, b, jnp.float32(0.6),

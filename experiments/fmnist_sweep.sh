@@ -57,6 +57,14 @@ declare -A FLAGS=(
   # The config's own recipe (FD reward, per-step table at its own rate).
   [table]=''
   [table_nonadaptive]='--config.policy.kind=nonadaptive'
+  # The same with rollouts in groups of 4 from one noise and the group's
+  # mean reward as the advantage baseline (ppo.make_batch).
+  [table_group]='--config.ppo.group_size=4'
+  [table_group_nonadaptive]='--config.ppo.group_size=4 --config.policy.kind=nonadaptive'
+  # Started at the tuned schedule (chosen on sampling seed 100, never a
+  # table seed), the table at a third of the rate.
+  [table_group_tuned]='--config.ppo.group_size=4 --config.policy.table_init=tuned
+    --config.ppo.table_learning_rate=0.01'
   [adversarial]=$strong_d
   [nonadaptive]="--config.policy.kind=nonadaptive $strong_d"
   [fd]='--config.reward.name=fd'
@@ -75,6 +83,9 @@ declare -A FLAGS=(
 declare -A NAMES=(
   [table]='AdaGen, FD reward, step table'
   [table_nonadaptive]='AdaGen non-adaptive, FD reward'
+  [table_group]='AdaGen, FD reward, step table, group baseline (G=4)'
+  [table_group_nonadaptive]='AdaGen non-adaptive, FD reward, group baseline (G=4)'
+  [table_group_tuned]='AdaGen, FD reward, group baseline (G=4), table from the tuned schedule'
   [adversarial]='AdaGen, adversarial reward'
   [nonadaptive]='AdaGen non-adaptive, adversarial reward'
   [fd]='AdaGen, FD reward'

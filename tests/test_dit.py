@@ -291,3 +291,19 @@ def test_output_v_prediction_is_recorded_and_checked():
       sched.alpha(0.5) * x - sched.sigma(0.5) * v, rtol=1e-5, atol=1e-6)
   with pytest.raises(errors.UserError, match='output'):
     generators.build(tiny_config('sit', output='v'))
+
+
+def test_grouped_rollout_shares_the_initial_noise(gen):
+  """group_size G: each run of G samples starts from one noise, so the
+  deterministic sampler gives G equal images; the groups differ."""
+  g, params = gen
+  labels = jnp.repeat(jnp.arange(2, dtype=jnp.int32), 2)
+  run = jax.jit(lambda: rollout_lib.rollout(
+      g, params, labels, jax.random.key(3), keep_obs=False, group_size=2))
+  images = np.asarray(run().images)
+  np.testing.assert_array_equal(images[0], images[1])
+  np.testing.assert_array_equal(images[2], images[3])
+  assert np.abs(images[0] - images[2]).max() > 1e-3
+  with pytest.raises(ValueError, match='groups of 3'):
+    rollout_lib.rollout(g, params, labels, jax.random.key(3),
+                        keep_obs=False, group_size=3)

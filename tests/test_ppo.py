@@ -49,7 +49,7 @@ def test_make_batch_is_sample_major_and_normalises_all_steps():
       np.testing.assert_array_equal(batch.obs[i], traj.obs[t, b])
       np.testing.assert_array_equal(batch.raw[i], traj.raw[t, b])
       assert float(batch.logp_old[i]) == float(traj.logp[t, b])
-      assert float(batch.value_old[i]) == float(traj.value[t, b])
+      assert float(batch.baseline[i]) == float(traj.value[t, b])
   per_step = np.repeat(rewards, t_)
   want = (per_step - per_step.mean()) / (per_step.std(ddof=1) + 1e-7)
   np.testing.assert_allclose(batch.returns, want, rtol=1e-5)
@@ -68,7 +68,7 @@ def _random_batch(agent, params, m, obs_shape, rs, log_ratio):
   logp_new, _ = _logp_value(agent, params, obs, t, raw)
   return ppo.PPOBatch(
       obs=obs, t=t, raw=raw, logp_old=logp_new - jnp.asarray(log_ratio),
-      value_old=jnp.asarray(rs.randn(m) * 0.3, jnp.float32),
+      baseline=jnp.asarray(rs.randn(m) * 0.3, jnp.float32),
       returns=jnp.asarray(rs.randn(m), jnp.float32))
 
 
@@ -106,7 +106,7 @@ def test_ppo_loss_matches_numpy(small_agent):
   logp, value = (np.asarray(x, np.float64) for x in _logp_value(
       agent, params, batch.obs, batch.t, batch.raw))
   ratio = np.exp(logp - np.asarray(batch.logp_old, np.float64))
-  adv = np.asarray(batch.returns, np.float64) - np.asarray(batch.value_old)
+  adv = np.asarray(batch.returns, np.float64) - np.asarray(batch.baseline)
   pol = -np.mean(np.minimum(ratio * adv, np.clip(ratio, 0.8, 1.2) * adv))
   val = np.mean((value - np.asarray(batch.returns)) ** 2)
   ent = 2 * (0.5 + 0.5 * math.log(2 * math.pi) + math.log(0.3))
@@ -128,7 +128,7 @@ def test_clipping_stops_the_actor_gradient(small_agent):
     rs = np.random.RandomState(3)
     batch = _random_batch(agent, params, m, (16, 8), rs,
                           np.full(m, log_ratio, np.float32))
-    batch = batch.replace(returns=batch.value_old + sign)  # A = +-1
+    batch = batch.replace(returns=batch.baseline + sign)  # A = +-1
     g = grad(params, batch)['actor']
     return float(optax.tree.norm(g))
 
@@ -280,3 +280,27 @@ def test_ppo_update_on_a_sharded_batch(small_agent):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
                                                        atol=1e-6),
                got.params, want.params)
+
+
+def test_group_baseline_is_the_groups_mean_return():
+  """group_size G: the advantage of each sample is its normalised return
+  minus its group's mean; advantages sum to zero within every group."""
+  t_, b_, g_ = 3, 6, 3
+  rs = np.random.RandomState(2)
+  traj = rollout_lib.Trajectory(
+      obs=jnp.zeros((t_, b_, 1, 1)), raw=jnp.zeros((t_, b_, 1)),
+      logp=jnp.zeros((t_, b_)),
+      value=jnp.asarray(rs.randn(t_, b_), jnp.float32),
+      actions=jnp.zeros((t_, b_, 1)), images=jnp.zeros((b_, 2, 2, 1)),
+      labels=jnp.zeros((b_,), jnp.int32))
+  rewards = jnp.asarray(rs.rand(b_), jnp.float32)
+  plain = ppo.make_batch(traj, rewards)
+  grouped = ppo.make_batch(traj, rewards, group_size=g_)
+  np.testing.assert_array_equal(grouped.returns, plain.returns)
+  r = np.asarray(plain.returns).reshape(b_, t_)[:, 0]
+  want = np.repeat(r.reshape(-1, g_).mean(1), g_ * t_)
+  np.testing.assert_allclose(grouped.baseline, want, rtol=1e-6, atol=1e-7)
+  adv = np.asarray(grouped.returns - grouped.baseline).reshape(-1, g_ * t_)
+  np.testing.assert_allclose(adv.sum(1), 0.0, atol=1e-5)
+  with pytest.raises(ValueError, match='groups of 4'):
+    ppo.make_batch(traj, rewards, group_size=4)

@@ -218,6 +218,23 @@ def test_fd_reward_is_leave_one_out_fd_gain(toy_setup):
   np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * abs(full))
   assert np.std(want) > 1e-3 * abs(full)  # a non-trivial comparison
 
+  # Groups of 2 (ppo.group_size): each member is scored by adding it to the
+  # batch without its group.
+  grouped = rewards.make_reward(ml_collections.ConfigDict({'name': 'fd'}),
+                                backbone, 10, group_size=2)
+  got = np.asarray(jax.jit(grouped.reward)(state, fake, labels[:10],
+                                           jax.random.key(0)))
+  want = []
+  for i in range(10):
+    rest = np.delete(f, [i - i % 2, i - i % 2 + 1], 0)
+    want.append(
+        fid.frechet_distance(*fid.feature_stats(rest), mu_r, sigma_r) -
+        fid.frechet_distance(*fid.feature_stats(np.concatenate([rest, f[i:i + 1]])),
+                             mu_r, sigma_r))
+  np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * abs(full))
+  with pytest.raises(ValueError, match='groups of 3'):
+    rewards.leave_one_out_fd_gain(jnp.asarray(f), mu_r, sigma_r, 3)
+
 
 def test_static_reward_is_classifier_confidence(toy_setup):
   params, backbone = toy_setup

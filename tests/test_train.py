@@ -212,3 +212,22 @@ def test_fd_reward_statistics_are_warmed_before_the_first_iteration(
   adversarial = train.Trainer(tiny_config(weights), str(tmp_path / 'adv'))
   adv_state = adversarial.init_state(next(adversarial.real_batches(0)))
   assert adversarial.warm_reward(adv_state) is adv_state
+
+
+def test_grouped_rollouts_train(weights, tmp_path):
+  """One iteration with ppo.group_size; a size that does not divide the
+  rollout batch is a one-line UserError."""
+  config = tiny_config(weights)
+  config.ppo.group_size = 4
+  trainer = train.Trainer(config, str(tmp_path))
+  real_iter = trainer.real_batches(0)
+  state = trainer.init_state(next(real_iter))
+  before = jax.device_get(state.ppo.params)
+  new, metrics, _ = trainer.iteration(state, 0, real_iter)
+  assert all(np.isfinite(v) for v in jax.device_get(metrics).values())
+  moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), before,
+                       jax.device_get(new.ppo.params))
+  assert max(jax.tree.leaves(moved)) > 0
+  config.ppo.group_size = 3
+  with pytest.raises(errors.UserError, match='ppo.group_size=3'):
+    train.Trainer(config, str(tmp_path / 'bad'))

@@ -74,6 +74,10 @@ def adagen_config(generator: ml_collections.ConfigDict,
       table_learning_rate=ml_collections.config_dict.placeholder(float),
       clip_eps=0.2,
       vf_coef=0.5,
+      # G > 1: rollouts in groups of G trajectories from one initial noise
+      # and label, the group's mean return as the advantage's baseline
+      # instead of the critic (ppo.make_batch); 1: the reference.
+      group_size=1,
       obs_dtype='bfloat16',   # stored rollout observations
   ))
 

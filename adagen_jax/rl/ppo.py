@@ -3,7 +3,8 @@
 Every (trajectory, step) pair is one PPO sample. The reward is terminal and
 gamma = 1, so every step's return is the trajectory's reward; returns are
 normalised over the whole buffer, the advantage is R_norm - V_old(s_t) (no
-GAE, no further normalisation) and the critic regresses R_norm:
+GAE, no further normalisation; optionally R_norm minus its group's mean,
+see make_batch) and the critic regresses R_norm:
 
   ratio = exp(logp_new - logp_old)
   loss  = mean(-min(ratio A, clip(ratio, 1 - eps, 1 + eps) A))
@@ -98,7 +99,10 @@ class PPOBatch:
   t: jax.Array          # int32 [M]: step index
   raw: jax.Array        # float32 [M, A]: sampled pre-activation action
   logp_old: jax.Array   # float32 [M]: behaviour log-prob
-  value_old: jax.Array  # float32 [M]: behaviour critic V(s_t)
+  # float32 [M]: the advantage's baseline b(s_t): the behaviour critic
+  # V_old(s_t) (the reference), or the mean R_norm of the sample's group
+  # (make_batch's group_size).
+  baseline: jax.Array
   returns: jax.Array    # float32 [M]: normalised returns R_norm
 
 
@@ -111,7 +115,7 @@ def normalize_returns(returns: jax.Array) -> jax.Array:
 
 
 def make_batch(trajectory: rollout_lib.Trajectory,
-               rewards: jax.Array) -> PPOBatch:
+               rewards: jax.Array, group_size: int = 1) -> PPOBatch:
   """Flattens a rollout and its terminal rewards float32 [B] into a batch.
 
   The returns of all B * T steps are normalised together, exactly as the
@@ -120,6 +124,14 @@ def make_batch(trajectory: rollout_lib.Trajectory,
   sharded over devices stays contiguous per device: no data moves.
   Concatenating several rollouts' trajectories before this call (along B)
   gives the reference's multi-rollout buffer.
+
+  group_size G > 1: the trajectories come in runs of G from one initial
+  state (rollout's group_size). The baseline is then the group's mean
+  return instead of the critic: the initial noise, which the critic cannot
+  see at step 0 and which dominates the reward differences between
+  samples, cancels, and the advantage measures the actions alone (the
+  group baseline of RLOO / GRPO, without GRPO's per-group scaling). The
+  critic still regresses R_norm.
   """
   if trajectory.obs is None:
     raise ValueError('PPO needs the observations: roll out with '
@@ -129,12 +141,21 @@ def make_batch(trajectory: rollout_lib.Trajectory,
   def flat(x):  # [T, B, ...] -> [B * T, ...]
     return jnp.swapaxes(x, 0, 1).reshape((batch * num_steps,) + x.shape[2:])
 
-  returns = jnp.repeat(rewards.astype(jnp.float32), num_steps)
+  returns = normalize_returns(
+      jnp.repeat(rewards.astype(jnp.float32), num_steps))
+  if group_size > 1:
+    if batch % group_size:
+      raise ValueError(f'{batch} trajectories do not split into groups of '
+                       f'{group_size}.')
+    group_mean = returns.reshape(batch // group_size, -1).mean(axis=1)
+    baseline = jnp.repeat(group_mean, group_size * num_steps)
+  else:
+    baseline = flat(trajectory.value)
   return PPOBatch(
       obs=flat(trajectory.obs),
       t=jnp.tile(jnp.arange(num_steps, dtype=jnp.int32), batch),
       raw=flat(trajectory.raw), logp_old=flat(trajectory.logp),
-      value_old=flat(trajectory.value), returns=normalize_returns(returns))
+      baseline=baseline, returns=returns)
 
 
 def ppo_loss(params, agent: policy_lib.Agent, batch: PPOBatch,
@@ -157,7 +178,7 @@ def ppo_loss(params, agent: policy_lib.Agent, batch: PPOBatch,
   value = agent.value(params, batch.obs, batch.t)
   log_ratio = logp - batch.logp_old
   ratio = jnp.exp(log_ratio)
-  adv = batch.returns - batch.value_old
+  adv = batch.returns - batch.baseline
   surr = jnp.minimum(ratio * adv,
                      jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv)
   policy_loss = -jnp.mean(surr)

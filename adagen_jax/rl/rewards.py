@@ -315,29 +315,49 @@ def frechet_distance_sym(mu: jax.Array, sigma: jax.Array, mu_r: jax.Array,
 
 
 def leave_one_out_fd_gain(feats: jax.Array, mu_r: jax.Array,
-                          sigma_r: jax.Array) -> jax.Array:
-  """float32 [B]: FD(batch without i) - FD(batch), against (mu_r, sigma_r).
+                          sigma_r: jax.Array, group_size: int = 1
+                          ) -> jax.Array:
+  """float32 [B]: FD(C_i) - FD(C_i + {i}), against (mu_r, sigma_r).
 
-  Positive when sample i pulls the batch's feature Gaussian towards the real
-  one. Uses the exact rank-one downdate of the unbiased covariance:
-  S_-i = ((B - 1) S - B / (B - 1) d_i d_i^T) / (B - 2), d_i = f_i - mu,
-  mu_-i = mu - d_i / (B - 1). Needs B >= 3.
+  C_i is the batch without the group of G = group_size consecutive samples
+  that holds i; G = 1 is leave-one-out, FD(batch without i) - FD(batch).
+  Positive when sample i pulls the batch's feature Gaussian towards the
+  real one. With G > 1 (rollouts in groups from one noise, ppo.group_size)
+  the members of a group are scored against the same other samples, so
+  their rewards differ only through the samples themselves: leave-one-out
+  would also credit a member for differing from its near-copies in the
+  batch, a diversity bonus the group creates. Exact rank-one updates of
+  the unbiased covariance; needs B - G >= 2.
   """
   b = feats.shape[0]
-  if b < 3:
-    raise ValueError(f'leave-one-out FD needs a batch of >= 3, got {b}.')
+  n = b - group_size  # |C_i|
+  if b % group_size or n < 2:
+    raise ValueError(f'the group FD gain needs a batch of groups of '
+                     f'{group_size} and >= 2 samples outside a group, got a '
+                     f'batch of {b}.')
   feats = feats.astype(jnp.float32)
-  mu = jnp.mean(feats, axis=0)
-  d = feats - mu
-  sigma = d.T @ d / (b - 1)
+  # Centred (and mu_r with them), so the float32 sums below stay exact.
+  shift = jnp.mean(feats, axis=0)
+  feats, mu_r = feats - shift, mu_r - shift
+  total, outer = jnp.sum(feats, axis=0), feats.T @ feats
   sqrt_r = _sqrtm_psd(sigma_r)
-  fd_all = frechet_distance_sym(mu, sigma, mu_r, sigma_r, sqrt_r)
 
-  def without(di):
-    s = ((b - 1) * sigma - (b / (b - 1)) * jnp.outer(di, di)) / (b - 2)
-    return frechet_distance_sym(mu - di / (b - 1), s, mu_r, sigma_r, sqrt_r)
+  def fd(mu, sigma):
+    return frechet_distance_sym(mu, sigma, mu_r, sigma_r, sqrt_r)
 
-  return jax.vmap(without)(d) - fd_all
+  def group_gain(fg):  # [G, D] -> [G]
+    mu = (total - jnp.sum(fg, axis=0)) / n
+    sigma = (outer - fg.T @ fg - n * jnp.outer(mu, mu)) / (n - 1)
+
+    def with_one(fi):
+      d = fi - mu
+      return fd(mu + d / (n + 1),
+                ((n - 1) * sigma + (n / (n + 1)) * jnp.outer(d, d)) / n)
+
+    return fd(mu, sigma) - jax.vmap(with_one)(fg)
+
+  return jax.vmap(group_gain)(
+      feats.reshape(b // group_size, group_size, -1)).reshape(b)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -357,6 +377,7 @@ class FDReward:
   """
   backbone: Backbone
   feature_index: int = -1
+  group_size: int = 1  # leave_one_out_fd_gain's G
   adversarial: bool = False
 
   def pooled(self, frozen, images: jax.Array) -> jax.Array:
@@ -386,7 +407,7 @@ class FDReward:
     del labels, rng
     mu_r, sigma_r = self.real_stats(state)
     return leave_one_out_fd_gain(self.pooled(state.frozen, images), mu_r,
-                                 sigma_r)
+                                 sigma_r, self.group_size)
 
   def update(self, state: FDState, real_images, real_labels, fake_images,
              fake_labels, rng) -> tuple[FDState, dict[str, jax.Array]]:
@@ -428,9 +449,12 @@ class StaticReward:
     return state, {}
 
 
-def make_reward(reward_config, backbone: Backbone,
-                num_classes: int) -> RewardModel:
+def make_reward(reward_config, backbone: Backbone, num_classes: int,
+                group_size: int = 1) -> RewardModel:
   """Builds `reward_config.name` in ('adversarial', 'fd', 'static').
+
+  group_size: the rollouts' groups (ppo.group_size), which the FD reward
+  scores against the same context (leave_one_out_fd_gain).
 
   Keys read (with the reference's defaults): adversarial: loss 'bce',
   lr 1e-4, b1 0.5, b2 0.999, p_crop 0.5, crop_size None, crop_pad 0,
@@ -442,7 +466,8 @@ def make_reward(reward_config, backbone: Backbone,
   if name == 'static':
     return StaticReward(backbone)
   if name == 'fd':
-    return FDReward(backbone, feature_index=int(get('feature_index', -1)))
+    return FDReward(backbone, feature_index=int(get('feature_index', -1)),
+                    group_size=group_size)
   if name != 'adversarial':
     raise errors.UserError(f'config.reward.name={name!r}; use one of '
                            f'{", ".join(REWARDS)}.')

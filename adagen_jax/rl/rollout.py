@@ -87,10 +87,27 @@ def check_obs(generator: base.Generator, obs: jax.Array, batch: int):
   chex.assert_type(obs, float)
 
 
+def _grouped_init(generator: base.Generator, gen_params, labels: jax.Array,
+                  rng: jax.Array, group_size: int):
+  """generator.init on every group_size-th label, each state repeated."""
+  batch = labels.shape[0]
+  if batch % group_size:
+    raise ValueError(f'a batch of {batch} does not split into groups of '
+                     f'{group_size} (ppo.group_size).')
+  small = generator.init(gen_params, labels[::group_size], rng)
+  # Batched leaves are those whose leading axis follows the batch size;
+  # the rest (step counters, shared tables) are kept as they are.
+  full = jax.eval_shape(generator.init, gen_params, labels, rng)
+  return jax.tree.map(
+      lambda x, f: (jnp.repeat(x, group_size, axis=0)
+                    if x.shape != f.shape else x), small, full)
+
+
 def rollout(generator: base.Generator, gen_params, labels: jax.Array,
             rng: jax.Array, act_fn: ActFn | None = None, *,
             keep_obs: bool = True, obs_dtype=jnp.float32,
-            transition: Transition | None = None) -> Trajectory:
+            transition: Transition | None = None,
+            group_size: int = 1) -> Trajectory:
   """Generates images for `labels` int32 [B]; jit it with `generator` static.
 
   Args:
@@ -104,6 +121,10 @@ def rollout(generator: base.Generator, gen_params, labels: jax.Array,
     obs_dtype: dtype the kept observations are stored in.
     transition: replaces `generator.step` (e.g. value lookahead); it also
       receives the step index t.
+    group_size: G > 1 starts each run of G consecutive samples (which must
+      share their label) from one initial state: their terminal rewards
+      then differ only through the policy's actions (and the generator's
+      own step noise, if any), which `ppo.make_batch` uses as a baseline.
 
   Returns:
     The Trajectory.
@@ -119,7 +140,11 @@ def rollout(generator: base.Generator, gen_params, labels: jax.Array,
   rng_init, rng_steps = jax.random.split(rng)
   batch = labels.shape[0]
   chex.assert_type(labels, int)
-  state, obs = generator.init(gen_params, labels, rng_init)
+  if group_size > 1:
+    state, obs = _grouped_init(generator, gen_params, labels, rng_init,
+                               group_size)
+  else:
+    state, obs = generator.init(gen_params, labels, rng_init)
   check_obs(generator, obs, batch)
   prev = jnp.zeros((batch, spec.size), jnp.float32)
 
