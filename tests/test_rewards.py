@@ -227,10 +227,10 @@ def test_fd_reward_is_leave_one_out_fd_gain(toy_setup):
   want = []
   for i in range(10):
     rest = np.delete(f, [i - i % 2, i - i % 2 + 1], 0)
+    added = np.concatenate([rest, f[i:i + 1]])
     want.append(
         fid.frechet_distance(*fid.feature_stats(rest), mu_r, sigma_r) -
-        fid.frechet_distance(*fid.feature_stats(np.concatenate([rest, f[i:i + 1]])),
-                             mu_r, sigma_r))
+        fid.frechet_distance(*fid.feature_stats(added), mu_r, sigma_r))
   np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * abs(full))
   with pytest.raises(ValueError, match='groups of 3'):
     rewards.leave_one_out_fd_gain(jnp.asarray(f), mu_r, sigma_r, 3)

@@ -305,13 +305,16 @@ def frechet_distance_sym(mu: jax.Array, sigma: jax.Array, mu_r: jax.Array,
                          ) -> jax.Array:
   """FD through the symmetric form tr sqrt(R S R), R = sigma_r^(1/2).
 
-  It equals metrics/fid.py's eigvals form (S S_r and R S R have the same
-  eigenvalues) but needs only `eigvalsh`, which runs on every accelerator.
+  mu [..., D] and sigma [..., D, D] may carry leading batch axes: one
+  batched `eigvalsh` then serves them all. It equals metrics/fid.py's
+  eigvals form (S S_r and R S R have the same eigenvalues) but needs only
+  `eigvalsh`, which runs on every accelerator.
   """
   eig = jnp.linalg.eigvalsh(sqrt_sigma_r @ sigma @ sqrt_sigma_r)
   diff = mu - mu_r
-  return (diff @ diff + jnp.trace(sigma) + jnp.trace(sigma_r)
-          - 2.0 * jnp.sum(jnp.sqrt(jnp.maximum(eig, 0.0))))
+  return (jnp.sum(diff * diff, axis=-1)
+          + jnp.trace(sigma, axis1=-2, axis2=-1) + jnp.trace(sigma_r)
+          - 2.0 * jnp.sum(jnp.sqrt(jnp.maximum(eig, 0.0)), axis=-1))
 
 
 def leave_one_out_fd_gain(feats: jax.Array, mu_r: jax.Array,
@@ -328,6 +331,11 @@ def leave_one_out_fd_gain(feats: jax.Array, mu_r: jax.Array,
   would also credit a member for differing from its near-copies in the
   batch, a diversity bonus the group creates. Exact rank-one updates of
   the unbiased covariance; needs B - G >= 2.
+
+  All B / G * (G + 1) distances go through ONE batched eigvalsh: on a
+  2-thread CPU, two batched eigvalsh calls that XLA runs at once can each
+  wait for the other's thread (jaxlib's LAPACK batch map on the shared
+  intra-op pool) and never return.
   """
   b = feats.shape[0]
   n = b - group_size  # |C_i|
@@ -340,24 +348,26 @@ def leave_one_out_fd_gain(feats: jax.Array, mu_r: jax.Array,
   shift = jnp.mean(feats, axis=0)
   feats, mu_r = feats - shift, mu_r - shift
   total, outer = jnp.sum(feats, axis=0), feats.T @ feats
-  sqrt_r = _sqrtm_psd(sigma_r)
 
-  def fd(mu, sigma):
-    return frechet_distance_sym(mu, sigma, mu_r, sigma_r, sqrt_r)
-
-  def group_gain(fg):  # [G, D] -> [G]
+  def moments(fg):  # [G, D] -> C's mu [D], sigma [D, D]; C + {i}'s [G, ...]
     mu = (total - jnp.sum(fg, axis=0)) / n
     sigma = (outer - fg.T @ fg - n * jnp.outer(mu, mu)) / (n - 1)
+    d = fg - mu
+    return (mu, sigma, mu + d / (n + 1),
+            ((n - 1) * sigma + (n / (n + 1)) * d[:, :, None] * d[:, None, :])
+            / n)
 
-    def with_one(fi):
-      d = fi - mu
-      return fd(mu + d / (n + 1),
-                ((n - 1) * sigma + (n / (n + 1)) * jnp.outer(d, d)) / n)
-
-    return fd(mu, sigma) - jax.vmap(with_one)(fg)
-
-  return jax.vmap(group_gain)(
-      feats.reshape(b // group_size, group_size, -1)).reshape(b)
+  groups = b // group_size
+  mu_c, sigma_c, mu_i, sigma_i = jax.vmap(moments)(
+      feats.reshape(groups, group_size, -1))
+  mu_i, sigma_i = mu_i.reshape(b, -1), sigma_i.reshape((b,) + sigma_c.shape[1:])
+  if group_size == 1:  # every C_i + {i} is the whole batch: one distance
+    mu_i, sigma_i = mu_i[:1], sigma_i[:1]
+  fd = frechet_distance_sym(jnp.concatenate([mu_c, mu_i]),
+                            jnp.concatenate([sigma_c, sigma_i]), mu_r,
+                            sigma_r, _sqrtm_psd(sigma_r))
+  fd_c, fd_i = fd[:groups], fd[groups:]
+  return jnp.repeat(fd_c, group_size) - fd_i
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
