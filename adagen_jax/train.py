@@ -104,7 +104,7 @@ class Trainer:
     # Batches split over devices and into the discriminator's groups of 8.
     mesh_lib.check_batch(config.ppo.rollout_batch, 'ppo.rollout_batch', 8)
     mesh_lib.check_batch(config.reward.d_batch, 'reward.d_batch', 8)
-    group = config.ppo.get('group_size', 1)
+    self.group_size = group = config.ppo.get('group_size', 1)
     if group < 1 or config.ppo.rollout_batch % group:
       raise errors.UserError(
           f'ppo.group_size={group} must be >= 1 and divide '
@@ -142,7 +142,7 @@ class Trainer:
   def _build_steps(self):
     cfg, gen = self.config, self.generator
     obs_dtype = jnp.dtype(cfg.ppo.obs_dtype)
-    group = cfg.ppo.get('group_size', 1)
+    group = self.group_size
 
     def collect(gen_params, agent_params, reward_state, rng, sigma):
       """One exploring rollout batch and its terminal rewards."""
@@ -164,8 +164,7 @@ class Trainer:
       if group > 1:
         # The share of the reward variance the actions make (within a
         # group); the rest is the initial noise and the label.
-        within = rewards - jnp.repeat(
-            rewards.reshape(-1, group).mean(axis=1), group)
+        within = rewards - ppo_lib.group_means(rewards, group)
         metrics['reward_within_group'] = (
             jnp.var(within) / jnp.maximum(jnp.var(rewards), 1e-12))
       return ppo_state, metrics

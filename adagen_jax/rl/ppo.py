@@ -114,6 +114,12 @@ def normalize_returns(returns: jax.Array) -> jax.Array:
   return (returns - mean) / (std + _RETURN_EPS)
 
 
+def group_means(x: jax.Array, group_size: int) -> jax.Array:
+  """[N] -> [N]: each entry replaced by the mean of its run of group_size
+  consecutive entries."""
+  return jnp.repeat(x.reshape(-1, group_size).mean(axis=1), group_size)
+
+
 def make_batch(trajectory: rollout_lib.Trajectory,
                rewards: jax.Array, group_size: int = 1) -> PPOBatch:
   """Flattens a rollout and its terminal rewards float32 [B] into a batch.
@@ -147,8 +153,8 @@ def make_batch(trajectory: rollout_lib.Trajectory,
     if batch % group_size:
       raise ValueError(f'{batch} trajectories do not split into groups of '
                        f'{group_size}.')
-    group_mean = returns.reshape(batch // group_size, -1).mean(axis=1)
-    baseline = jnp.repeat(group_mean, group_size * num_steps)
+    # Sample-major: a group's G trajectories are G * T consecutive entries.
+    baseline = group_means(returns, group_size * num_steps)
   else:
     baseline = flat(trajectory.value)
   return PPOBatch(
