@@ -12,7 +12,7 @@ schedule (adagen_jax/assets/tuned/fmnist_sit_T4.json) and AdaGen on the
 same 5000 class-balanced samples per method.
 
 Expected (docs/RESULTS.md, "AdaGen on the SiT at 4 NFE"): hand-crafted
-13.72 and tuned 9.39 (deterministic); AdaGen 11.97 on the development CPU
+13.72 and tuned 9.39 (deterministic); AdaGen 12.12 on the development CPU
 (another CPU trains a slightly different policy): the policy lowers early
 guidance and moves the time grid, but not yet as far as the tuned
 constants.
