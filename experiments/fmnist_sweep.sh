@@ -65,6 +65,13 @@ declare -A FLAGS=(
   # table seed), the table at a third of the rate.
   [table_group_tuned]='--config.ppo.group_size=4 --config.policy.table_init=tuned
     --config.ppo.table_learning_rate=0.01'
+  # The FD reward on DiscBackbone's block k instead of its last (4).
+  [table_fidx1]='--config.reward.feature_index=1'
+  [table_fidx2]='--config.reward.feature_index=2'
+  [table_fidx3]='--config.reward.feature_index=3'
+  [table_fidx2_group]='--config.reward.feature_index=2 --config.ppo.group_size=4'
+  # Plus the reward backbone's class confidence (rewards.ConfidenceBonus).
+  [table_fidx2_conf]='--config.reward.feature_index=2 --config.reward.static_weight=0.5'
   [adversarial]=$strong_d
   [nonadaptive]="--config.policy.kind=nonadaptive $strong_d"
   [fd]='--config.reward.name=fd'
@@ -86,6 +93,11 @@ declare -A NAMES=(
   [table_group]='AdaGen, FD reward, step table, group baseline (G=4)'
   [table_group_nonadaptive]='AdaGen non-adaptive, FD reward, group baseline (G=4)'
   [table_group_tuned]='AdaGen, FD reward, group baseline (G=4), table from the tuned schedule'
+  [table_fidx1]='AdaGen, FD reward on reward-backbone block 1, step table'
+  [table_fidx2]='AdaGen, FD reward on reward-backbone block 2, step table'
+  [table_fidx3]='AdaGen, FD reward on reward-backbone block 3, step table'
+  [table_fidx2_group]='AdaGen, FD reward on reward-backbone block 2, step table, group baseline (G=4)'
+  [table_fidx2_conf]='AdaGen, FD reward on reward-backbone block 2 + 0.5 x class confidence, step table'
   [adversarial]='AdaGen, adversarial reward'
   [nonadaptive]='AdaGen non-adaptive, adversarial reward'
   [fd]='AdaGen, FD reward'

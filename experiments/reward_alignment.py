@@ -2,15 +2,20 @@ r"""How each reward ranks samples, against the evaluation network (issue 19).
 
   python experiments/reward_alignment.py --steps=4 --num=2048 \
       --out=docs/results/reward_alignment_maskgit_T4.json
+  python experiments/reward_alignment.py --generator=dit --steps=4 \
+      --num=2048 --out=docs/results/reward_alignment_dit_T4.json
 
-Draws `--num` samples of the shipped Fashion-MNIST MaskGIT with the PPO
+Draws `--num` samples of a shipped Fashion-MNIST generator with the PPO
 exploration distribution around the hand-crafted schedule (raw actions
 ~ N(0, sigma^2) per sample and step, the default run's first iterations),
 so samples differ both in noise and in schedule. Each reward scores them
-as training would (batches of `--batch`; the adversarial reward is the
-discriminator trained with the shipped T-step AdaGen policy's settings and
-step count against these exploring samples, the FD rewards use 10k real
-training images). Reported:
+as training would (batches of `--batch`; the adversarial reward is a
+discriminator trained against these exploring samples for as many steps
+as a policy's run gives it: MaskGIT with the shipped T-step AdaGen
+policy's settings, the flows with the 2-core CPU ones; the FD rewards use
+10k real training images, on each of DiscBackbone's feature sets: the
+embedded tokens and the outputs of blocks 1-4, `reward.feature_index`).
+Reported:
 
 - `spearman`: per-sample rank correlations between every pair of signals.
   The reference signals read FeatureNet, the evaluation network: its
@@ -48,8 +53,10 @@ from adagen_jax.rl import policy as policy_lib
 from adagen_jax.rl import rewards as rewards_lib
 from adagen_jax.rl import rollout as rollout_lib
 
-_STEPS = flags.DEFINE_integer('steps', 4, 'MaskGIT steps T (a shipped '
-                              'AdaGen policy must exist for T).')
+_GENERATOR = flags.DEFINE_enum('generator', 'maskgit',
+                               ['maskgit', 'sit', 'dit'], 'Generator.')
+_STEPS = flags.DEFINE_integer('steps', 4, 'Steps T (NFE for the flows; '
+                              'MaskGIT needs a shipped AdaGen policy at T).')
 _NUM = flags.DEFINE_integer('num', 2048, 'Samples.')
 _BATCH = flags.DEFINE_integer('batch', 256, 'Reward batch (as training).')
 _SIGMA = flags.DEFINE_float('sigma', 0.6, 'Exploration std (raw space).')
@@ -68,13 +75,14 @@ def _fd_state(model, reals):
   return state
 
 
-def _trained_discriminator(model, card, explore, reals, real_labels,
-                           num_classes):
-  """A discriminator trained as the shipped policy's was: its settings and
-  d_steps x iterations steps, here against exploring hand-crafted samples
-  (the shipped exports do not keep their discriminator)."""
-  batch = int(card['reward']['d_batch'])
-  num_steps = int(card['reward']['d_steps']) * int(card['notes']['iterations'])
+def _trained_discriminator(model, reward_cfg, iterations, explore, reals,
+                           real_labels, num_classes):
+  """A discriminator trained as a policy's run trains it: reward_cfg's
+  batch and d_steps x iterations steps, here against exploring
+  hand-crafted samples (the shipped exports do not keep their
+  discriminator)."""
+  batch = int(reward_cfg['d_batch'])
+  num_steps = int(reward_cfg['d_steps']) * iterations
   rs = np.random.default_rng(2)
   key = jax.random.key(2)
   state = model.init(key, jnp.asarray(reals[:8]), jnp.asarray(real_labels[:8]))
@@ -93,12 +101,11 @@ def _trained_discriminator(model, card, explore, reals, real_labels,
 
 def main(argv):
   del argv
-  gen_config = shipped.fmnist_generator('maskgit', _STEPS.value)
+  gen_config = shipped.fmnist_generator(_GENERATOR.value, _STEPS.value)
   gen, params = generators.build(gen_config)
-  # The MaskGIT policies' 2-core CPU settings (experiment.CPU_RL).
+  # The policies' 2-core CPU settings (experiment.CPU_RL).
   config = experiment.adagen_config(
-      shipped.fmnist_maskgit_generator(), f'steps={_STEPS.value}',
-      overrides=experiment.CPU_RL)
+      gen_config, f'steps={_STEPS.value}', overrides=experiment.CPU_RL)
 
   # Exploring rollouts around the hand-crafted schedule.
   agent = policy_lib.make_agent(gen.action_spec.size, gen.num_steps,
@@ -128,12 +135,24 @@ def main(argv):
   keep = perm[:_REALS.value]
   reals, real_labels = reals[keep], real_labels[keep]
   disc_backbone = train.make_backbone(config.reward)
-  _, _, card = export.load('adagen', gen)  # its discriminator's sizes
+  if _GENERATOR.value == 'maskgit':
+    # The shipped adversarial policy's discriminator sizes and steps.
+    _, _, card = export.load('adagen', gen)
+    adv_cfg = ml_collections.ConfigDict(card['reward'])
+    adv_iterations = int(card['notes']['iterations'])
+    adv_name = 'adversarial (shipped policy D)'
+  else:  # the flows' shipped policies use the FD reward
+    adv_cfg = config.reward.copy_and_resolve_references()
+    adv_cfg.name = 'adversarial'
+    adv_iterations = config.num_iterations
+    adv_name = 'adversarial (2-core CPU D)'
+  num_sets = len(disc_backbone.features(disc_backbone.variables,
+                                        jnp.zeros((1, 28, 28, 1))))
   models = {
-      'adversarial (shipped policy D)': rewards_lib.make_reward(
-          ml_collections.ConfigDict(card['reward']), disc_backbone,
-          gen.num_classes),
-      'FD, DiscBackbone': rewards_lib.FDReward(disc_backbone),
+      adv_name: rewards_lib.make_reward(adv_cfg, disc_backbone,
+                                        gen.num_classes),
+      **{f'FD, DiscBackbone set {k}': rewards_lib.FDReward(
+          disc_backbone, feature_index=k) for k in range(num_sets)},
       'static, DiscBackbone': rewards_lib.StaticReward(disc_backbone),
       'DIAGNOSTIC FD, FeatureNet': rewards_lib.FDReward(
           rewards_lib.featurenet_diagnostic_backbone()),
@@ -143,8 +162,8 @@ def main(argv):
     if isinstance(model, rewards_lib.FDReward):
       state = _fd_state(model, reals)
     elif model.adversarial:
-      state = _trained_discriminator(model, card, explore, reals, real_labels,
-                                     gen.num_classes)
+      state = _trained_discriminator(model, adv_cfg, adv_iterations, explore,
+                                     reals, real_labels, gen.num_classes)
     else:
       state = model.init(jax.random.key(0), None, None)
     reward = jax.jit(model.reward)
@@ -181,7 +200,7 @@ def main(argv):
                                              np.linalg.norm(ref_grad)))
             for n, p in pushes.items()}
   out = dict(
-      steps=_STEPS.value, num=_NUM.value, sigma=_SIGMA.value,
+      generator=_GENERATOR.value, steps=_STEPS.value, num=_NUM.value, sigma=_SIGMA.value,
       batch=_BATCH.value, actions=list(gen.action_spec.names),
       spearman=spearman, cosine_to_diagnostic_gradient=cosine,
       pushes={n: p.round(4).tolist() for n, p in pushes.items()})

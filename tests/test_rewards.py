@@ -253,11 +253,49 @@ def test_static_reward_is_classifier_confidence(toy_setup):
                       jax.random.key(0)) == (state, {})
 
 
+def test_confidence_bonus_adds_standardised_confidence(toy_setup):
+  params, backbone = toy_setup
+  fd_config = {'name': 'fd'}
+  plain = rewards.make_reward(ml_collections.ConfigDict(fd_config), backbone,
+                              10)
+  model = rewards.make_reward(ml_collections.ConfigDict(
+      {**fd_config, 'static_weight': 0.5}), backbone, 10)
+  assert isinstance(model, rewards.ConfidenceBonus)
+  assert not model.adversarial
+  real, labels = _real(params, 64, 7)
+  state = model.init(jax.random.key(0), real, labels)
+  fakes, fake_labels = _real(params, 16, 8)
+  # Half the batch with wrong labels: low confidence for those.
+  fake_labels = fake_labels.at[:8].set((fake_labels[:8] + 1) % 10)
+  rng = jax.random.key(1)
+  got = jax.jit(model.reward)(state, fakes, fake_labels, rng)
+  base = jax.jit(plain.reward)(state, fakes, fake_labels, rng)
+  conf = rewards.StaticReward(backbone).reward(state, fakes, fake_labels, rng)
+  z = lambda r: (r - r.mean()) / r.std()
+  np.testing.assert_allclose(got, z(base) + 0.5 * z(conf), rtol=1e-4,
+                             atol=1e-4)
+  # The confidence term ranks correctly labelled samples first, all else
+  # equal: with a large weight, every right label beats every wrong one.
+  heavy = rewards.make_reward(ml_collections.ConfigDict(
+      {**fd_config, 'static_weight': 100.0}), backbone, 10)
+  r = heavy.reward(state, fakes, fake_labels, rng)
+  assert float(r[8:].min()) > float(r[:8].max())
+  # The base's statistics are what update learns.
+  new_state, _ = model.update(state, real, labels, fakes, fake_labels, rng)
+  assert float(new_state.count) == float(state.count) + 64
+  assert rewards.make_reward(ml_collections.ConfigDict(
+      {**fd_config, 'static_weight': 0.0}), backbone, 10).__class__ is (
+          rewards.FDReward)
+
+
 def test_make_reward_rejects_bad_configs(toy_setup):
   _, backbone = toy_setup
   with pytest.raises(errors.UserError, match='reward.name'):
     rewards.make_reward(ml_collections.ConfigDict({'name': 'clip'}),
                         backbone, 10)
+  with pytest.raises(errors.UserError, match='static_weight'):
+    rewards.make_reward(ml_collections.ConfigDict(
+        {'name': 'fd', 'static_weight': -1.0}), backbone, 10)
   with pytest.raises(errors.UserError, match='reward.loss'):
     rewards.make_reward(ml_collections.ConfigDict(
         {'name': 'adversarial', 'loss': 'wgan'}), backbone, 10)

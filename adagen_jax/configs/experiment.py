@@ -113,6 +113,17 @@ def adagen_config(generator: ml_collections.ConfigDict,
       # iteration (train.Trainer.warm_reward), so early rewards are not
       # scored against the covariance of a single batch.
       fd_init_batches=40,
+      # FD reward: which of the backbone's feature sets it compares (0 = the
+      # embedded tokens, k = block k's output, -1 = the last block). The
+      # last block of a classifier keeps mostly what names the class; a
+      # middle block keeps more of the texture and shape that FD measures
+      # (docs/experiments/flow_T4_feature_index.md).
+      feature_index=-1,
+      # adversarial / fd: plus static_weight x the reward backbone's
+      # confidence in the target class, each standardised over the batch
+      # (rewards.ConfidenceBonus; the paper adds an image-quality score to
+      # its fidelity reward). 0 = the base reward alone.
+      static_weight=0.0,
   ))
 
   c.num_iterations = 1000

@@ -23,6 +23,8 @@ they need no checkpointing (reload them from the backbone loader).
   Frechet distance to the real statistics on the backbone's pooled features.
 - `StaticReward` (ablation; the fidelity reward of the lambda-blend): a
   frozen classifier's p(y = label | x) from the backbone's logits.
+- `ConfidenceBonus`: another reward plus a weighted static reward, each
+  standardised over the batch (`reward.static_weight`).
 """
 
 from __future__ import annotations
@@ -459,6 +461,48 @@ class StaticReward:
     return state, {}
 
 
+def _standardise(r: jax.Array) -> jax.Array:
+  return (r - jnp.mean(r)) / (jnp.std(r) + 1e-8)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ConfidenceBonus:
+  """`base`'s reward plus `weight` x the static reward, both standardised.
+
+  The paper trains its fidelity policy on the adversarial reward plus an
+  image-quality model's score; here the second term is the reward
+  backbone's confidence in the target class. A distribution reward (FD)
+  credits samples that fill the real distribution; the confidence term
+  credits recognisable ones. Standardising each over the batch makes
+  `weight` the ratio of their spreads whatever their units (an FD gain is
+  ~1/B, a probability ~0.1-1); PPO normalises the sum again. Learns what
+  `base` learns; its state is `base`'s (the backbone variables ride in
+  `state.frozen` of every reward state).
+  """
+  base: Any  # RewardModel with a state that has .frozen
+  static: StaticReward
+  weight: float
+
+  @property
+  def adversarial(self) -> bool:
+    return self.base.adversarial
+
+  def init(self, rng, sample_images, sample_labels):
+    return self.base.init(rng, sample_images, sample_labels)
+
+  def reward(self, state, images: jax.Array, labels: jax.Array,
+             rng: jax.Array) -> jax.Array:
+    confidence = self.static.reward(StaticState(frozen=state.frozen), images,
+                                    labels, rng)
+    return (_standardise(self.base.reward(state, images, labels, rng)) +
+            self.weight * _standardise(confidence))
+
+  def update(self, state, real_images, real_labels, fake_images, fake_labels,
+             rng):
+    return self.base.update(state, real_images, real_labels, fake_images,
+                            fake_labels, rng)
+
+
 def make_reward(reward_config, backbone: Backbone, num_classes: int,
                 group_size: int = 1) -> RewardModel:
   """Builds `reward_config.name` in ('adversarial', 'fd', 'static').
@@ -469,12 +513,27 @@ def make_reward(reward_config, backbone: Backbone, num_classes: int,
   Keys read (with the reference's defaults): adversarial: loss 'bce',
   lr 1e-4, b1 0.5, b2 0.999, p_crop 0.5, crop_size None, crop_pad 0,
   augment_reward True, cmap_dim 64, mapping_dim 512, mapping_layers 8,
-  mapping_lr_mult 0.01, virtual_bs 8, conditional True; fd: feature_index -1.
+  mapping_lr_mult 0.01, virtual_bs 8, conditional True; fd: feature_index -1;
+  adversarial and fd: static_weight 0 (> 0 wraps them in ConfidenceBonus).
   """
   get = reward_config.get
   name = get('name', 'adversarial')
+  weight = float(get('static_weight', 0.0))
+  if weight < 0:
+    raise errors.UserError(f'config.reward.static_weight={weight} must be >= '
+                           '0 (0 = no confidence term); pass e.g. 0.5')
   if name == 'static':
     return StaticReward(backbone)
+  base = _base_reward(reward_config, backbone, num_classes, group_size)
+  return (ConfidenceBonus(base, StaticReward(backbone), weight) if weight > 0
+          else base)
+
+
+def _base_reward(reward_config, backbone: Backbone, num_classes: int,
+                 group_size: int) -> RewardModel:
+  """make_reward's adversarial or FD model, without the confidence term."""
+  get = reward_config.get
+  name = get('name', 'adversarial')
   if name == 'fd':
     return FDReward(backbone, feature_index=int(get('feature_index', -1)),
                     group_size=group_size)
