@@ -501,6 +501,8 @@ def make_backbone(reward_config) -> rewards_lib.Backbone:
   """The frozen reward backbone; the evaluation network only as a diagnostic."""
   if reward_config.backbone == 'fmnist':
     return rewards_lib.fmnist_backbone()
+  if reward_config.backbone == 'fmnist_contrast':
+    return rewards_lib.fmnist_contrast_backbone()
   if reward_config.backbone == rewards_lib.DIAGNOSTIC_BACKBONE:
     logging.warning(
         'DIAGNOSTIC run: the reward reads FeatureNet, the network that '
@@ -515,7 +517,7 @@ def make_backbone(reward_config) -> rewards_lib.Backbone:
         variables={'params': params}, readout=True)
   raise errors.UserError(
       f'config.reward.backbone={reward_config.backbone!r}; use fmnist, '
-      f'dino_vits16 or {rewards_lib.DIAGNOSTIC_BACKBONE}.')
+      f'fmnist_contrast, dino_vits16 or {rewards_lib.DIAGNOSTIC_BACKBONE}.')
 
 
 def concat_trajectories(trajs) -> rollout_lib.Trajectory:

@@ -72,6 +72,10 @@ declare -A FLAGS=(
   [table_fidx2_group]='--config.reward.feature_index=2 --config.ppo.group_size=4'
   # Plus the reward backbone's class confidence (rewards.ConfidenceBonus).
   [table_fidx2_conf]='--config.reward.feature_index=2 --config.reward.static_weight=0.5'
+  # The FD reward on stage k of ContrastNet, the self-supervised backbone.
+  [table_contrast0]='--config.reward.backbone=fmnist_contrast --config.reward.feature_index=0'
+  [table_contrast1]='--config.reward.backbone=fmnist_contrast --config.reward.feature_index=1'
+  [table_contrast2]='--config.reward.backbone=fmnist_contrast --config.reward.feature_index=2'
   [adversarial]=$strong_d
   [nonadaptive]="--config.policy.kind=nonadaptive $strong_d"
   [fd]='--config.reward.name=fd'
@@ -98,6 +102,9 @@ declare -A NAMES=(
   [table_fidx3]='AdaGen, FD reward on reward-backbone block 3, step table'
   [table_fidx2_group]='AdaGen, FD reward on reward-backbone block 2, step table, group baseline (G=4)'
   [table_fidx2_conf]='AdaGen, FD reward on reward-backbone block 2 + 0.5 x class confidence, step table'
+  [table_contrast0]='AdaGen, FD reward on ContrastNet stage 0, step table'
+  [table_contrast1]='AdaGen, FD reward on ContrastNet stage 1, step table'
+  [table_contrast2]='AdaGen, FD reward on ContrastNet stage 2, step table'
   [adversarial]='AdaGen, adversarial reward'
   [nonadaptive]='AdaGen non-adaptive, adversarial reward'
   [fd]='AdaGen, FD reward'

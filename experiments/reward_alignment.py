@@ -14,7 +14,9 @@ discriminator trained against these exploring samples for as many steps
 as a policy's run gives it: MaskGIT with the shipped T-step AdaGen
 policy's settings, the flows with the 2-core CPU ones; the FD rewards use
 10k real training images, on each of DiscBackbone's feature sets: the
-embedded tokens and the outputs of blocks 1-4, `reward.feature_index`).
+embedded tokens and the outputs of blocks 1-4, `reward.feature_index`;
+with --contrast also on each stage of ContrastNet, the self-supervised
+backbone, `reward.backbone=fmnist_contrast`).
 Reported:
 
 - `spearman`: per-sample rank correlations between every pair of signals.
@@ -63,6 +65,9 @@ _SIGMA = flags.DEFINE_float('sigma', 0.6, 'Exploration std (raw space).')
 _REALS = flags.DEFINE_integer('reals', 10240, 'Real training images for the '
                               'FD rewards\' statistics.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+_CONTRAST = flags.DEFINE_bool('contrast', False, 'Also the FD rewards on '
+                              'each stage of ContrastNet (the '
+                              'self-supervised reward backbone).')
 _OUT = flags.DEFINE_string('out', None, 'Output JSON.', required=True)
 
 
@@ -148,12 +153,19 @@ def main(argv):
     adv_name = 'adversarial (2-core CPU D)'
   num_sets = len(disc_backbone.features(disc_backbone.variables,
                                         jnp.zeros((1, 28, 28, 1))))
+  if _CONTRAST.value:
+    contrast = rewards_lib.fmnist_contrast_backbone()
+    contrast_sets = len(contrast.features(contrast.variables,
+                                          jnp.zeros((1, 28, 28, 1))))
   models = {
       adv_name: rewards_lib.make_reward(adv_cfg, disc_backbone,
                                         gen.num_classes),
       **{f'FD, DiscBackbone set {k}': rewards_lib.FDReward(
           disc_backbone, feature_index=k) for k in range(num_sets)},
       'static, DiscBackbone': rewards_lib.StaticReward(disc_backbone),
+      **({f'FD, ContrastNet stage {k}': rewards_lib.FDReward(
+          contrast, feature_index=k) for k in range(contrast_sets)}
+         if _CONTRAST.value else {}),
       'DIAGNOSTIC FD, FeatureNet': rewards_lib.FDReward(
           rewards_lib.featurenet_diagnostic_backbone()),
   }

@@ -5,16 +5,19 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
 from adagen_jax import assets
 from adagen_jax import errors
+from adagen_jax.backbones import fmnist as nets
 from adagen_jax.data import fashion_mnist
 from adagen_jax.data import imagenet
 from adagen_jax.metrics import writers
 from adagen_jax.pretrain import classifier
+from adagen_jax.pretrain import contrastive
 
 
 def _write_idx(path, array, magic, compress=True):
@@ -228,3 +231,47 @@ def test_classifier_train_writes_asset(tmp_path):
   # Two train steps, then the epoch's test accuracy.
   assert [r['step'] for r in records] == [1, 2, 2]
   assert records[-1]['test/accuracy'] == meta['test_accuracy']
+
+
+def test_nt_xent_prefers_partners():
+  rs = np.random.RandomState(0)
+  z1 = rs.randn(8, 16).astype(np.float32)
+  z1 /= np.linalg.norm(z1, axis=1, keepdims=True)
+  near = z1 + 0.05 * rs.randn(8, 16).astype(np.float32)
+  near /= np.linalg.norm(near, axis=1, keepdims=True)
+  loss_pairs, acc_pairs = contrastive.nt_xent(jnp.asarray(z1),
+                                              jnp.asarray(near), 0.2)
+  loss_rand, _ = contrastive.nt_xent(jnp.asarray(z1),
+                                     jnp.asarray(near[::-1].copy()), 0.2)
+  assert float(acc_pairs) == 1.0
+  assert float(loss_pairs) < float(loss_rand) - 1.0
+
+
+def test_cutout_zeroes_one_square():
+  images = np.ones((64, 28, 28, 1), np.float32)
+  out = np.asarray(contrastive.cutout(jax.random.key(0), images, 10, 0.5))
+  zeros = (out == 0).sum(axis=(1, 2, 3))
+  assert ((zeros == 0) | ((zeros >= 25) & (zeros <= 100))).all()
+  assert 0 < (zeros > 0).mean() < 1  # some images cut, some not
+
+
+def test_contrastive_train_writes_backbone(tmp_path):
+  _write_fmnist(str(tmp_path), n_train=64, n_test=8)
+  config = ml_collections.ConfigDict(dict(
+      trainer='contrastive', module=dict(widths=(4, 8), groups=2),
+      train=dict(steps=3, batch_size=16, lr=1e-3, warmup_steps=1,
+                 weight_decay=0.0, ema_decay=0.9, temperature=0.2,
+                 proj_dim=8, shift=2, cutout=6, p_cutout=0.5),
+      knn_k=3, seed=0, data_dir=str(tmp_path),
+      output=str(tmp_path / 'out' / 'contrast.msgpack')))
+  meta = contrastive.train(config, str(tmp_path / 'work'))
+  assert meta['steps'] == 3 and 0.0 <= meta['knn_test_accuracy'] <= 1.0
+  variables = assets.load_variables(config.output, 'net', 'retrain')
+  assert set(variables) == {'params'} and 'head' not in variables['params']
+  module = nets.ContrastNet(widths=(4, 8), groups=2)
+  feats, logits = module.apply(variables, jnp.zeros((2, 28, 28, 1)))
+  assert logits is None
+  assert [f.shape for f in feats] == [(2, 784, 4), (2, 196, 8)]
+  # A rerun finds the finished stage's checkpoint and trains no further.
+  again = contrastive.train(config, str(tmp_path / 'work'))
+  assert again['knn_test_accuracy'] == meta['knn_test_accuracy']

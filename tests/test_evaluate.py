@@ -133,6 +133,30 @@ def test_shipped_weights_classify_test_images():
     assert acc > floor, (loader.__name__, acc)
 
 
+def test_shipped_contrast_backbone_sees_blur():
+  try:
+    images, _ = fashion_mnist.load('test')
+  except errors.UserError as e:
+    pytest.skip(str(e))
+  module, variables = nets.load_contrast_backbone()
+  # A 3x3 box blur of the first 200 images, against 200 other sharp ones.
+  x = np.asarray(images[:200])
+  padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='edge')
+  blurred = sum(padded[:, i:i + 28, j:j + 28] for i in range(3)
+                for j in range(3)) / 9.0
+  feats, logits = module.apply(variables, np.concatenate(
+      [x, blurred, images[200:400]]))
+  assert logits is None
+  assert [f.shape[1] for f in feats] == [784, 196, 49]
+  pooled = np.asarray(feats[0]).mean(axis=1)
+  sharp, blur, other = pooled[:200], pooled[200:400], pooled[400:]
+  gap = lambda a, b: float(np.linalg.norm(a.mean(0) - b.mean(0)))
+  # The first stage's statistics move further under blur than between
+  # two sets of sharp images (the reward must see sharpness).
+  assert gap(sharp, blur) > 3 * gap(sharp, other), (gap(sharp, blur),
+                                                    gap(sharp, other))
+
+
 def test_missing_weights_name_the_pretrain_command(tmp_path, monkeypatch):
   monkeypatch.setattr(assets, 'ASSET_DIR', str(tmp_path))
   with pytest.raises(errors.UserError, match=(

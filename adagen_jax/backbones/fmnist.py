@@ -9,6 +9,10 @@ policy must never be trained against the features that judge it.
 - `DiscBackbone` (a small ViT on 4x4 patches) stands in for DINO ViT-S/16 in
   the rewards: the discriminator reads its token features and the static /
   fidelity reward reads its logits. Never used for evaluation.
+- `ContrastNet` (a residual CNN with GroupNorm, trained without labels by a
+  contrastive objective, adagen_jax/pretrain/contrastive.py) is the
+  self-supervised reward backbone, the small-scale analogue of DINO
+  (`reward.backbone=fmnist_contrast`). Never used for evaluation.
 
 Both take float images [B, 28, 28, 1] in [0, 1]. Retrain the shipped weights
 with `python -m adagen_jax.pretrain --config=configs/pretrain/NAME.py`.
@@ -29,6 +33,7 @@ _MEAN, _STD = 0.2860, 0.3530
 
 FEATURES_ASSET = 'fmnist_features.msgpack'
 DISC_BACKBONE_ASSET = 'fmnist_disc_backbone.msgpack'
+CONTRAST_ASSET = 'fmnist_contrast_backbone.msgpack'
 
 
 class FeatureNet(nn.Module):
@@ -135,8 +140,59 @@ class DiscBackbone(nn.Module):
     return features, logits
 
 
+class _ResBlock(nn.Module):
+  """Pre-activation residual block: x + conv(act(GN(conv(act(GN x)))))."""
+  groups: int
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    y = nn.Conv(width, (3, 3))(nn.gelu(nn.GroupNorm(self.groups)(x)))
+    y = nn.Conv(width, (3, 3))(nn.gelu(nn.GroupNorm(self.groups)(y)))
+    return x + y
+
+
+class ContrastNet(nn.Module):
+  """Residual CNN with GroupNorm: the self-supervised reward backbone.
+
+  Built unlike FeatureNet (a VGG stack with BatchNorm and max-pooling,
+  supervised) and DiscBackbone (a ViT on a strided stem): its first stage
+  runs at the full 28x28 resolution, so its features keep the fine detail
+  that separates a sharp sample from a blurred one, and it is trained on
+  images only (no labels), as DINO is. Stages halve the side with a
+  strided conv: 28 -> 14 -> 7.
+
+  Attributes:
+    widths: channels of each stage.
+    groups: GroupNorm groups.
+  """
+  widths: Sequence[int] = (16, 32, 64)
+  groups: int = 4
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    """x: float [B, 28, 28, 1] in [0, 1].
+
+    Returns:
+      features: list of float32 [B, L_s, widths[s]], one per stage (L = 784,
+        196, 49 with the defaults).
+      logits: None (no classifier; the static reward needs DiscBackbone).
+    """
+    del train  # No dropout or batch statistics; kept for a uniform API.
+    h = (jnp.asarray(x, jnp.float32) - _MEAN) / _STD
+    h = nn.Conv(self.widths[0], (3, 3), name='stem')(h)
+    features = []
+    for stage, width in enumerate(self.widths):
+      if stage:
+        h = nn.Conv(width, (3, 3), strides=2, name=f'down{stage}')(h)
+      h = _ResBlock(self.groups, name=f'block{stage}')(h)
+      features.append(h.reshape(h.shape[0], -1, width))
+    return features, None
+
+
 NETS = {'features': (FeatureNet, FEATURES_ASSET),
-        'disc_backbone': (DiscBackbone, DISC_BACKBONE_ASSET)}
+        'disc_backbone': (DiscBackbone, DISC_BACKBONE_ASSET),
+        'contrast_backbone': (ContrastNet, CONTRAST_ASSET)}
 
 
 def _load(net: str) -> tuple[nn.Module, Any]:
@@ -164,3 +220,8 @@ def load_feature_net() -> tuple[FeatureNet, Any]:
 def load_disc_backbone() -> tuple[DiscBackbone, Any]:
   """(module, variables) of the shipped reward backbone."""
   return _load('disc_backbone')
+
+
+def load_contrast_backbone() -> tuple[ContrastNet, Any]:
+  """(module, variables) of the shipped self-supervised reward backbone."""
+  return _load('contrast_backbone')

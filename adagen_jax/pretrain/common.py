@@ -156,7 +156,8 @@ def run_resumable(name: str, workdir: str, section: ml_collections.ConfigDict,
       if time.monotonic() - last_save > save_every_s:
         ckpt.save(step + 1, state, config_json)
         last_save = time.monotonic()
-  ckpt.save(section.steps, state, config_json)
+  if start < section.steps:  # a rerun of a finished stage has saved it
+    ckpt.save(section.steps, state, config_json)
   ckpt.close()
   writer.close()
   _plot_loss(workdir, name)

@@ -87,6 +87,16 @@ def fmnist_backbone() -> Backbone:
   return Backbone(apply=module.apply, variables=variables)
 
 
+def fmnist_contrast_backbone() -> Backbone:
+  """The self-supervised Fashion-MNIST reward backbone (ContrastNet).
+
+  No classifier head: FD and adversarial rewards only.
+  """
+  from adagen_jax.backbones import fmnist  # pylint: disable=g-import-not-at-top
+  module, variables = fmnist.load_contrast_backbone()
+  return Backbone(apply=module.apply, variables=variables)
+
+
 # The evaluation network as a reward backbone: a diagnostic of the RL
 # machinery's ceiling (with the FD reward and training-split reals it
 # optimises what FD-FMNIST on the test split measures). Never a result.

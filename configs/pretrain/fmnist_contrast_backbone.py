@@ -1,0 +1,33 @@
+"""ContrastNet, the self-supervised reward backbone (no labels; SimCLR).
+
+  python -m adagen_jax.pretrain \
+      --config=configs/pretrain/fmnist_contrast_backbone.py \
+      --workdir=runs/contrast_backbone
+
+Writes adagen_jax/assets/fmnist_contrast_backbone.{msgpack,json}, read by
+`--config.reward.backbone=fmnist_contrast`. Expected and measured figures
+(k-NN probe accuracy, minutes of the 2-core CPU) are in docs/RESULTS.md,
+"Reward backbones". Resumable: rerun the same command after a stop.
+Used by rewards only, never by evaluation.
+"""
+
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.trainer = 'contrastive'
+  config.module = ml_collections.ConfigDict(dict(widths=(16, 32, 64),
+                                                 groups=4))
+  config.train = ml_collections.ConfigDict(dict(
+      steps=2000, batch_size=128, lr=2e-3, warmup_steps=100,
+      weight_decay=1e-4, ema_decay=0.99,
+      temperature=0.2,   # SimCLR's small-batch value
+      proj_dim=64,
+      shift=3,           # pixels of random translation (+ random flip)
+      cutout=10, p_cutout=0.5))
+  config.knn_k = 20
+  config.seed = 0
+  config.data_dir = ''  # '' = search (adagen_jax.data.fashion_mnist)
+  config.output = ''  # '' = adagen_jax/assets/fmnist_contrast_backbone.msgpack
+  return config
