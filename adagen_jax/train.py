@@ -124,9 +124,12 @@ class Trainer:
     self.agent = export.build_agent(config.policy, self.generator)
     self.tuned_spec = _tuned_spec(config, self.generator)
     self.ppo_config = ppo_settings(config.ppo)
+    static_backbone = config.reward.get('static_backbone', '')
     self.reward_model = rewards_lib.make_reward(
         config.reward, make_backbone(config.reward),
-        self.generator.num_classes, group)
+        self.generator.num_classes, group,
+        make_backbone(ml_collections.ConfigDict({'backbone': static_backbone}))
+        if static_backbone else None)
     self.data_sharding = mesh_lib.batch_sharded(self.mesh)
     self.repl = mesh_lib.replicated(self.mesh)
     self._build_steps()

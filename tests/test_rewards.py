@@ -269,7 +269,7 @@ def test_confidence_bonus_adds_standardised_confidence(toy_setup):
   fake_labels = fake_labels.at[:8].set((fake_labels[:8] + 1) % 10)
   rng = jax.random.key(1)
   got = jax.jit(model.reward)(state, fakes, fake_labels, rng)
-  base = jax.jit(plain.reward)(state, fakes, fake_labels, rng)
+  base = jax.jit(plain.reward)(state.base, fakes, fake_labels, rng)
   conf = rewards.StaticReward(backbone).reward(state, fakes, fake_labels, rng)
   z = lambda r: (r - r.mean()) / r.std()
   np.testing.assert_allclose(got, z(base) + 0.5 * z(conf), rtol=1e-4,
@@ -282,10 +282,25 @@ def test_confidence_bonus_adds_standardised_confidence(toy_setup):
   assert float(r[8:].min()) > float(r[:8].max())
   # The base's statistics are what update learns.
   new_state, _ = model.update(state, real, labels, fakes, fake_labels, rng)
-  assert float(new_state.count) == float(state.count) + 64
+  assert float(new_state.base.count) == float(state.base.count) + 64
   assert rewards.make_reward(ml_collections.ConfigDict(
       {**fd_config, 'static_weight': 0.0}), backbone, 10).__class__ is (
           rewards.FDReward)
+  # A backbone without a classifier takes its confidence from another one,
+  # and without one the config is refused in one line.
+  headless = rewards.Backbone(
+      apply=lambda v, x: (backbone.apply(v, x)[0], None),
+      variables=backbone.variables)
+  with pytest.raises(errors.UserError, match='static_backbone=fmnist'):
+    rewards.make_reward(ml_collections.ConfigDict(
+        {**fd_config, 'static_weight': 0.5}), headless, 10)
+  mixed = rewards.make_reward(ml_collections.ConfigDict(
+      {**fd_config, 'static_weight': 0.5}), headless, 10,
+                              confidence_backbone=backbone)
+  mixed_state = mixed.init(jax.random.key(0), real, labels)
+  np.testing.assert_allclose(
+      jax.jit(mixed.reward)(mixed_state, fakes, fake_labels, rng), got,
+      rtol=1e-4, atol=1e-4)
 
 
 def test_make_reward_rejects_bad_configs(toy_setup):

@@ -21,6 +21,7 @@ from adagen_jax.checkpoint import manager
 from adagen_jax.configs import experiment
 from adagen_jax.generators import maskgit
 from adagen_jax.rl import export
+from adagen_jax.rl import rewards
 
 
 def tiny_generator(weights: str) -> ml_collections.ConfigDict:
@@ -231,3 +232,24 @@ def test_grouped_rollouts_train(weights, tmp_path):
   config.ppo.group_size = 3
   with pytest.raises(errors.UserError, match='ppo.group_size=3'):
     train.Trainer(config, str(tmp_path / 'bad'))
+
+
+def test_confidence_bonus_from_another_backbone_trains(weights, tmp_path):
+  """FD on the self-supervised backbone plus DiscBackbone's confidence; the
+  headless backbone alone is refused in one line."""
+  config = tiny_config(weights)
+  config.reward.update(name='fd', backbone='fmnist_contrast',
+                       feature_index=0, static_weight=0.5, fd_init_batches=0)
+  with pytest.raises(errors.UserError, match='static_backbone=fmnist'):
+    train.Trainer(config, str(tmp_path / 'bad'))
+  config.reward.static_backbone = 'fmnist'
+  trainer = train.Trainer(config, str(tmp_path))
+  real_iter = trainer.real_batches(0)
+  state = trainer.init_state(next(real_iter))
+  assert isinstance(state.reward, rewards.BonusState)
+  count = float(state.reward.base.count)  # the iteration donates the state
+  new, metrics, _ = trainer.iteration(state, 0, real_iter)
+  assert all(np.isfinite(v) for v in jax.device_get(metrics).values())
+  # Standardised over the batch: the logged mean reward is ~0.
+  assert abs(float(metrics['reward_mean'])) < 1e-3
+  assert float(new.reward.base.count) > count

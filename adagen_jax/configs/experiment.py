@@ -118,13 +118,16 @@ def adagen_config(generator: ml_collections.ConfigDict,
       # embedded tokens, k = block k's output, -1 = the last block). The
       # last block of a classifier keeps mostly what names the class; a
       # middle block keeps more of the texture and shape that FD measures
-      # (docs/experiments/flow_T4_feature_index.md).
+      # (docs/experiments/flow_T4_reward_backbones.md).
       feature_index=-1,
       # adversarial / fd: plus static_weight x the reward backbone's
       # confidence in the target class, each standardised over the batch
       # (rewards.ConfidenceBonus; the paper adds an image-quality score to
       # its fidelity reward). 0 = the base reward alone.
       static_weight=0.0,
+      # The classifier of that term: '' = the reward backbone; 'fmnist' =
+      # DiscBackbone (needed with fmnist_contrast, which has no classifier).
+      static_backbone='',
   ))
 
   c.num_iterations = 1000

@@ -475,6 +475,12 @@ def _standardise(r: jax.Array) -> jax.Array:
   return (r - jnp.mean(r)) / (jnp.std(r) + 1e-8)
 
 
+@flax.struct.dataclass
+class BonusState:
+  base: Any    # the base reward's state
+  frozen: Any  # the confidence backbone's variables
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ConfidenceBonus:
   """`base`'s reward plus `weight` x the static reward, both standardised.
@@ -485,11 +491,11 @@ class ConfidenceBonus:
   credits samples that fill the real distribution; the confidence term
   credits recognisable ones. Standardising each over the batch makes
   `weight` the ratio of their spreads whatever their units (an FD gain is
-  ~1/B, a probability ~0.1-1); PPO normalises the sum again. Learns what
-  `base` learns; its state is `base`'s (the backbone variables ride in
-  `state.frozen` of every reward state).
+  ~1/B, a probability ~0.1-1); PPO normalises the sum again. The
+  confidence may come from another backbone than `base`'s (a
+  self-supervised one has no classifier). Learns what `base` learns.
   """
-  base: Any  # RewardModel with a state that has .frozen
+  base: Any  # RewardModel
   static: StaticReward
   weight: float
 
@@ -497,28 +503,33 @@ class ConfidenceBonus:
   def adversarial(self) -> bool:
     return self.base.adversarial
 
-  def init(self, rng, sample_images, sample_labels):
-    return self.base.init(rng, sample_images, sample_labels)
+  def init(self, rng, sample_images, sample_labels) -> BonusState:
+    return BonusState(base=self.base.init(rng, sample_images, sample_labels),
+                      frozen=self.static.backbone.variables)
 
-  def reward(self, state, images: jax.Array, labels: jax.Array,
+  def reward(self, state: BonusState, images: jax.Array, labels: jax.Array,
              rng: jax.Array) -> jax.Array:
     confidence = self.static.reward(StaticState(frozen=state.frozen), images,
                                     labels, rng)
-    return (_standardise(self.base.reward(state, images, labels, rng)) +
+    return (_standardise(self.base.reward(state.base, images, labels, rng)) +
             self.weight * _standardise(confidence))
 
-  def update(self, state, real_images, real_labels, fake_images, fake_labels,
-             rng):
-    return self.base.update(state, real_images, real_labels, fake_images,
-                            fake_labels, rng)
+  def update(self, state: BonusState, real_images, real_labels, fake_images,
+             fake_labels, rng) -> tuple[BonusState, dict[str, jax.Array]]:
+    base, metrics = self.base.update(state.base, real_images, real_labels,
+                                     fake_images, fake_labels, rng)
+    return state.replace(base=base), metrics
 
 
 def make_reward(reward_config, backbone: Backbone, num_classes: int,
-                group_size: int = 1) -> RewardModel:
+                group_size: int = 1,
+                confidence_backbone: Backbone | None = None) -> RewardModel:
   """Builds `reward_config.name` in ('adversarial', 'fd', 'static').
 
   group_size: the rollouts' groups (ppo.group_size), which the FD reward
   scores against the same context (leave_one_out_fd_gain).
+  confidence_backbone: the classifier of the static_weight term (default:
+  `backbone`).
 
   Keys read (with the reference's defaults): adversarial: loss 'bce',
   lr 1e-4, b1 0.5, b2 0.999, p_crop 0.5, crop_size None, crop_pad 0,
@@ -535,8 +546,17 @@ def make_reward(reward_config, backbone: Backbone, num_classes: int,
   if name == 'static':
     return StaticReward(backbone)
   base = _base_reward(reward_config, backbone, num_classes, group_size)
-  return (ConfidenceBonus(base, StaticReward(backbone), weight) if weight > 0
-          else base)
+  if weight == 0:
+    return base
+  confidence = confidence_backbone or backbone
+  _, logits = jax.eval_shape(confidence.apply, confidence.variables,
+                             jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32))
+  if logits is None:
+    raise errors.UserError(
+        f'config.reward.static_weight={weight} needs a classifier, and the '
+        'reward backbone has none; pass --config.reward.static_backbone=fmnist '
+        '(DiscBackbone) or static_weight=0.')
+  return ConfidenceBonus(base, StaticReward(confidence), weight)
 
 
 def _base_reward(reward_config, backbone: Backbone, num_classes: int,

@@ -5,10 +5,12 @@
       --workdir=runs/contrast_backbone
 
 Writes adagen_jax/assets/fmnist_contrast_backbone.{msgpack,json}, read by
-`--config.reward.backbone=fmnist_contrast`. Expected and measured figures
-(k-NN probe accuracy, minutes of the 2-core CPU) are in docs/RESULTS.md,
-"Reward backbones". Resumable: rerun the same command after a stop.
-Used by rewards only, never by evaluation.
+`--config.reward.backbone=fmnist_contrast`. Expected: a 20-nearest-
+neighbour probe of the embedding classifies 0.742 of the test images
+(shipped weights; DiscBackbone's supervised head: 0.849); ~21 min with the
+2 cores shared (docs/RESULTS.md, "Fashion-MNIST evaluation networks").
+Resumable: rerun the same command after a stop. Used by rewards only,
+never by evaluation.
 """
 
 import ml_collections
