@@ -76,6 +76,9 @@ declare -A FLAGS=(
   [table_contrast0]='--config.reward.backbone=fmnist_contrast --config.reward.feature_index=0'
   [table_contrast1]='--config.reward.backbone=fmnist_contrast --config.reward.feature_index=1'
   [table_contrast2]='--config.reward.backbone=fmnist_contrast --config.reward.feature_index=2'
+  # The same (stage 0) plus DiscBackbone's class confidence at weight 1.
+  [table_contrast0_conf1]='--config.reward.backbone=fmnist_contrast --config.reward.feature_index=0
+    --config.reward.static_weight=1.0 --config.reward.static_backbone=fmnist'
   [adversarial]=$strong_d
   [nonadaptive]="--config.policy.kind=nonadaptive $strong_d"
   [fd]='--config.reward.name=fd'
@@ -105,6 +108,7 @@ declare -A NAMES=(
   [table_contrast0]='AdaGen, FD reward on ContrastNet stage 0, step table'
   [table_contrast1]='AdaGen, FD reward on ContrastNet stage 1, step table'
   [table_contrast2]='AdaGen, FD reward on ContrastNet stage 2, step table'
+  [table_contrast0_conf1]='AdaGen, FD reward on ContrastNet stage 0 + 1.0 x class confidence, step table'
   [adversarial]='AdaGen, adversarial reward'
   [nonadaptive]='AdaGen non-adaptive, adversarial reward'
   [fd]='AdaGen, FD reward'
