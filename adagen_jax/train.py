@@ -214,6 +214,10 @@ class Trainer:
 
     self.collect = bind(collect)
     self.reward = jax.jit(self.reward_model.reward)
+    # A confidence bonus logs its two terms (its standardised sum has mean 0).
+    self.reward_parts = (
+        jax.jit(self.reward_model.parts) if isinstance(
+            self.reward_model, rewards_lib.ConfidenceBonus) else None)
     self.update = jax.jit(update, donate_argnums=0)
     self.d_step = bind(d_step, donate_argnums=1)
     self.sample = bind(sample)
@@ -331,6 +335,11 @@ class Trainer:
                      jax.random.fold_in(k_col, i), sigma)
         for i in range(cfg.ppo.trajectories // cfg.ppo.rollout_batch)])
     ppo_state, metrics = self.update(state.ppo, trajs, rewards, sigma, k_ppo)
+    if self.reward_parts is not None:  # before d_step donates state.reward
+      parts = self.reward_parts(state.reward, trajs[0].images,
+                                trajs[0].labels, k_d)
+      metrics.update({f'reward_{k}_mean': jnp.mean(v)
+                      for k, v in parts.items()})
     reward_state = state.reward
     # The adversarial reward trains its discriminator; the FD reward folds
     # real batches into its statistics; the static reward needs nothing.
@@ -418,7 +427,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if (it + 1) % cfg.log_every == 0:
         writer.write_scalars(it + 1, writers.window_means(window))
         window = None
-      prog.update(1, reward=metrics['reward_mean'])
+      # A confidence bonus's reward is standardised: show its terms too.
+      prog.update(1, reward=metrics['reward_mean'],
+                  **{k: metrics[f'reward_{k}_mean'] for k in (
+                      'base', 'confidence') if f'reward_{k}_mean' in metrics})
       last = it + 1 == cfg.num_iterations
       if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and not last:
         evaluate_policy(state.ppo.params, cfg.eval_num, 'adagen', it + 1)
@@ -517,7 +529,7 @@ def make_backbone(reward_config) -> rewards_lib.Backbone:
     params = dino_vit.load_dino_vits16(reward_config.backbone_weights)
     return rewards_lib.Backbone(
         apply=lambda v, x: (model.apply(v, x), None),
-        variables={'params': params}, readout=True)
+        variables={'params': params}, readout=True, classifier=False)
   raise errors.UserError(
       f'config.reward.backbone={reward_config.backbone!r}; use fmnist, '
       f'fmnist_contrast, dino_vits16 or {rewards_lib.DIAGNOSTIC_BACKBONE}.')

@@ -54,6 +54,11 @@ def train_fidelity(config, policy: str, workdir: str, iterations: int):
     raise errors.UserError(
         f'{policy} was trained with the {reward_config.name!r} reward; the '
         'blend needs a main policy trained with the adversarial one.')
+  if float(reward_config.get('static_weight', 0.0)) > 0:
+    raise errors.UserError(
+        f'{policy} was trained with reward.static_weight='
+        f'{reward_config.static_weight} (a confidence bonus); the blend needs '
+        'a main policy trained with the plain adversarial reward.')
   backbone = train.make_backbone(reward_config)
   adv = rewards_lib.make_reward(reward_config, backbone, gen.num_classes)
   adv_state = export.load_reward_state(policy, gen, adv)

@@ -290,10 +290,13 @@ def test_confidence_bonus_adds_standardised_confidence(toy_setup):
   # and without one the config is refused in one line.
   headless = rewards.Backbone(
       apply=lambda v, x: (backbone.apply(v, x)[0], None),
-      variables=backbone.variables)
+      variables=backbone.variables, classifier=False)
   with pytest.raises(errors.UserError, match='static_backbone=fmnist'):
     rewards.make_reward(ml_collections.ConfigDict(
         {**fd_config, 'static_weight': 0.5}), headless, 10)
+  with pytest.raises(errors.UserError, match='reward.backbone=fmnist'):
+    rewards.make_reward(ml_collections.ConfigDict({'name': 'static'}),
+                        headless, 10)
   mixed = rewards.make_reward(ml_collections.ConfigDict(
       {**fd_config, 'static_weight': 0.5}), headless, 10,
                               confidence_backbone=backbone)

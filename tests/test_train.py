@@ -6,6 +6,7 @@ intact, and that the run leaves its outputs (export, plots, metrics).
 """
 import json
 import os
+import shutil
 
 import chex
 import jax
@@ -150,6 +151,16 @@ def test_fidelity_policy_trains_against_the_frozen_main_policy(weights,
   # Two PPO iterations moved the zero-initialised fidelity actor.
   assert any(np.any(np.asarray(p) != 0)
              for p in jax.tree.leaves(params['actor']['params']['linear3']))
+  # A main policy trained with a confidence bonus is refused in one line:
+  # its reward state is not the discriminator the blend reads.
+  bonus = str(tmp_path / 'bonus_policy')
+  shutil.copytree(os.path.join(main_dir, 'policy'), bonus)
+  card_path = os.path.join(bonus, 'policy.json')
+  card = json.load(open(card_path))
+  card['reward']['static_weight'] = 0.5
+  json.dump(card, open(card_path, 'w'))
+  with pytest.raises(errors.UserError, match='static_weight=0.5'):
+    train_fidelity.train_fidelity(config, bonus, fid_dir, iterations=1)
 
 
 def test_reconstructed_reals_train_the_discriminator_on_tokenizer_output(
@@ -250,6 +261,9 @@ def test_confidence_bonus_from_another_backbone_trains(weights, tmp_path):
   count = float(state.reward.base.count)  # the iteration donates the state
   new, metrics, _ = trainer.iteration(state, 0, real_iter)
   assert all(np.isfinite(v) for v in jax.device_get(metrics).values())
-  # Standardised over the batch: the logged mean reward is ~0.
+  # Standardised over the batch: the logged mean reward is ~0; the two
+  # terms are logged before standardising (a probability, an FD gain).
   assert abs(float(metrics['reward_mean'])) < 1e-3
+  assert 0.0 < metrics['reward_confidence_mean'] <= 1.0
+  assert 'reward_base_mean' in metrics
   assert float(new.reward.base.count) > count

@@ -57,10 +57,13 @@ class Backbone:
     variables: its weights.
     readout: the token sets start with a cls token: add it to every other
       token and drop it (DPT's AddReadout, the ViT/DINO case).
+    classifier: `apply` returns class logits (the static reward and the
+      `static_weight` term need them); False for self-supervised networks.
   """
   apply: Callable[[Any, jax.Array], tuple[list[jax.Array], jax.Array | None]]
   variables: Any
   readout: bool = False
+  classifier: bool = True
 
   def features(self, variables, images: jax.Array) -> list[jax.Array]:
     """-> list of float32 [B, L_i, C_i], gradient stopped."""
@@ -80,7 +83,8 @@ def fmnist_backbone() -> Backbone:
 
   For ImageNet, wrap the DINO ViT-S/16 the same way with readout=True:
   `Backbone(apply=lambda v, x: (dino_features(v, x), None), variables=...,
-  readout=True)` where dino_features returns the 5 token sets [B, 197, 384].
+  readout=True, classifier=False)` where dino_features returns the 5 token
+  sets [B, 197, 384].
   """
   from adagen_jax.backbones import fmnist  # pylint: disable=g-import-not-at-top
   module, variables = fmnist.load_disc_backbone()
@@ -94,7 +98,7 @@ def fmnist_contrast_backbone() -> Backbone:
   """
   from adagen_jax.backbones import fmnist  # pylint: disable=g-import-not-at-top
   module, variables = fmnist.load_contrast_backbone()
-  return Backbone(apply=module.apply, variables=variables)
+  return Backbone(apply=module.apply, variables=variables, classifier=False)
 
 
 # The evaluation network as a reward backbone: a diagnostic of the RL
@@ -507,12 +511,21 @@ class ConfidenceBonus:
     return BonusState(base=self.base.init(rng, sample_images, sample_labels),
                       frozen=self.static.backbone.variables)
 
+  def parts(self, state: BonusState, images: jax.Array, labels: jax.Array,
+            rng: jax.Array) -> dict[str, jax.Array]:
+    """The two terms before standardising: 'base', 'confidence' float32 [B].
+
+    The sum is standardised, so its batch mean says nothing; these do.
+    """
+    return {'base': self.base.reward(state.base, images, labels, rng),
+            'confidence': self.static.reward(StaticState(frozen=state.frozen),
+                                             images, labels, rng)}
+
   def reward(self, state: BonusState, images: jax.Array, labels: jax.Array,
              rng: jax.Array) -> jax.Array:
-    confidence = self.static.reward(StaticState(frozen=state.frozen), images,
-                                    labels, rng)
-    return (_standardise(self.base.reward(state.base, images, labels, rng)) +
-            self.weight * _standardise(confidence))
+    parts = self.parts(state, images, labels, rng)
+    return (_standardise(parts['base']) +
+            self.weight * _standardise(parts['confidence']))
 
   def update(self, state: BonusState, real_images, real_labels, fake_images,
              fake_labels, rng) -> tuple[BonusState, dict[str, jax.Array]]:
@@ -544,14 +557,16 @@ def make_reward(reward_config, backbone: Backbone, num_classes: int,
     raise errors.UserError(f'config.reward.static_weight={weight} must be >= '
                            '0 (0 = no confidence term); pass e.g. 0.5')
   if name == 'static':
+    if not backbone.classifier:
+      raise errors.UserError(
+          'config.reward.name=static reads class logits and the reward '
+          'backbone has none; pass --config.reward.backbone=fmnist.')
     return StaticReward(backbone)
-  base = _base_reward(reward_config, backbone, num_classes, group_size)
+  base = _base_reward(name, reward_config, backbone, num_classes, group_size)
   if weight == 0:
     return base
   confidence = confidence_backbone or backbone
-  _, logits = jax.eval_shape(confidence.apply, confidence.variables,
-                             jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32))
-  if logits is None:
+  if not confidence.classifier:
     raise errors.UserError(
         f'config.reward.static_weight={weight} needs a classifier, and the '
         'reward backbone has none; pass --config.reward.static_backbone=fmnist '
@@ -559,11 +574,10 @@ def make_reward(reward_config, backbone: Backbone, num_classes: int,
   return ConfidenceBonus(base, StaticReward(confidence), weight)
 
 
-def _base_reward(reward_config, backbone: Backbone, num_classes: int,
-                 group_size: int) -> RewardModel:
+def _base_reward(name: str, reward_config, backbone: Backbone,
+                 num_classes: int, group_size: int) -> RewardModel:
   """make_reward's adversarial or FD model, without the confidence term."""
   get = reward_config.get
-  name = get('name', 'adversarial')
   if name == 'fd':
     return FDReward(backbone, feature_index=int(get('feature_index', -1)),
                     group_size=group_size)
