@@ -196,3 +196,13 @@ CPU_RL = dict(
 # action by at most ~0.1 raw units, at 0.03 by whole units.
 CPU_FD_TABLE = {**CPU_RL, 'reward.name': 'fd', 'policy.step_bias': True,
                 'ppo.table_learning_rate': 0.03}
+
+# CPU_FD_TABLE with the reward that moves the flows' schedules furthest
+# (docs/experiments/flow_T4_reward_backbones.md): FD on the first feature
+# set of ContrastNet (self-supervised, full resolution: DiscBackbone's FD
+# ranks samples like FeatureNet but pushes the actions elsewhere) plus
+# DiscBackbone's class confidence at equal weight, which keeps label
+# accuracy within 0.02 of the reference constants.
+CPU_FD_CONTRAST = {**CPU_FD_TABLE, 'reward.backbone': 'fmnist_contrast',
+                   'reward.feature_index': 0, 'reward.static_weight': 1.0,
+                   'reward.static_backbone': 'fmnist'}
