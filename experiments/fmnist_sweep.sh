@@ -79,6 +79,13 @@ declare -A FLAGS=(
   # The same (stage 0) plus DiscBackbone's class confidence at weight 1.
   [table_contrast0_conf1]='--config.reward.backbone=fmnist_contrast --config.reward.feature_index=0
     --config.reward.static_weight=1.0 --config.reward.static_backbone=fmnist'
+  # Stage 0 for 3x the iterations with the table at a third of the rate
+  # (the same table lr x iterations, 3x the samples averaged per unit of
+  # change): does the seed-to-seed spread come from PPO noise?
+  [table_contrast0_slow]='--config.reward.backbone=fmnist_contrast --config.reward.feature_index=0
+    --config.num_iterations=180 --config.ppo.table_learning_rate=0.01
+    --config.policy.std_decay_steps=(120,) --config.checkpoint_every=30
+    --config.plots_every=60'
   [adversarial]=$strong_d
   [nonadaptive]="--config.policy.kind=nonadaptive $strong_d"
   [fd]='--config.reward.name=fd'
@@ -108,6 +115,7 @@ declare -A NAMES=(
   [table_contrast0]='AdaGen, FD reward on ContrastNet stage 0, step table'
   [table_contrast1]='AdaGen, FD reward on ContrastNet stage 1, step table'
   [table_contrast2]='AdaGen, FD reward on ContrastNet stage 2, step table'
+  [table_contrast0_slow]='AdaGen, FD reward on ContrastNet stage 0, step table, 180 iterations at a third of the table rate'
   [table_contrast0_conf1]='AdaGen, FD reward on ContrastNet stage 0 + 1.0 x class confidence, step table'
   [adversarial]='AdaGen, adversarial reward'
   [nonadaptive]='AdaGen non-adaptive, adversarial reward'
