@@ -124,12 +124,8 @@ class Trainer:
     self.agent = export.build_agent(config.policy, self.generator)
     self.tuned_spec = _tuned_spec(config, self.generator)
     self.ppo_config = ppo_settings(config.ppo)
-    static_backbone = config.reward.get('static_backbone', '')
-    self.reward_model = rewards_lib.make_reward(
-        config.reward, make_backbone(config.reward),
-        self.generator.num_classes, group,
-        make_backbone(ml_collections.ConfigDict({'backbone': static_backbone}))
-        if static_backbone else None)
+    self.reward_model = make_reward_model(
+        config.reward, self.generator.num_classes, group)
     self.data_sharding = mesh_lib.batch_sharded(self.mesh)
     self.repl = mesh_lib.replicated(self.mesh)
     self._build_steps()
@@ -533,6 +529,16 @@ def make_backbone(reward_config) -> rewards_lib.Backbone:
   raise errors.UserError(
       f'config.reward.backbone={reward_config.backbone!r}; use fmnist, '
       f'fmnist_contrast, dino_vits16 or {rewards_lib.DIAGNOSTIC_BACKBONE}.')
+
+
+def make_reward_model(reward_config, num_classes: int,
+                      group_size: int = 1) -> rewards_lib.RewardModel:
+  """`reward_config`'s reward model on its frozen backbone(s)."""
+  static = reward_config.get('static_backbone', '')
+  return rewards_lib.make_reward(
+      reward_config, make_backbone(reward_config), num_classes, group_size,
+      make_backbone(ml_collections.ConfigDict({'backbone': static}))
+      if static else None)
 
 
 def concat_trajectories(trajs) -> rollout_lib.Trajectory:

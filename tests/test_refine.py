@@ -197,9 +197,13 @@ def test_per_sample_and_batch_rewards(backbone):
   np.testing.assert_array_equal(
       refine.score_samples(static, state, images, _labels(), None),
       static.reward(state, images, _labels(), None))
-  with pytest.raises(errors.UserError, match='whole batch'):
-    refine.score_samples(rewards.FDReward(backbone), None, images, _labels(),
-                         None)
+  # The FD reward and the confidence bonus (standardised over the batch)
+  # both depend on batch-mates.
+  for batch_reward in (rewards.FDReward(backbone),
+                       rewards.ConfidenceBonus(rewards.FDReward(backbone),
+                                               static, 1.0)):
+    with pytest.raises(errors.UserError, match='whole batch'):
+      refine.score_samples(batch_reward, None, images, _labels(), None)
 
 
 # --- lookahead ----------------------------------------------------------------

@@ -7,7 +7,7 @@ numbers): 60 PPO iterations of one 256-trajectory rollout and a per-step
 action table beside the policy network at its own Adam rate
 (experiment.CPU_FD_TABLE says why). The reward is the FD on ContrastNet's
 full-resolution features plus DiscBackbone's class confidence
-(experiment.CPU_FD_CONTRAST says why); neither is the evaluation network.
+(experiment.CPU_FD_CONTRAST_CONF says why); neither is the evaluation network.
 It ends by printing the FD-FMNIST of the hand-crafted schedule (the
 reference constants), the tuned hand-crafted schedule
 (adagen_jax/assets/tuned/fmnist_sit_T4.json) and AdaGen on the same 5000
@@ -30,5 +30,6 @@ from adagen_jax.configs import shipped
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  return experiment.adagen_config(shipped.fmnist_flow_generator('sit', 4),
-                                  arg, overrides=experiment.CPU_FD_CONTRAST)
+  return experiment.adagen_config(
+      shipped.fmnist_flow_generator('sit', 4), arg,
+      overrides=experiment.CPU_FD_CONTRAST_CONF)

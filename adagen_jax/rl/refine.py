@@ -621,7 +621,7 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
     fidelity_policy: the fidelity policy export; default: the `fidelity/`
       folder of the `policy` export (shipped policies have one).
     backbone: the reward backbone (default: the export's reward config via
-      train.make_backbone); tests pass a small one.
+      train.make_reward_model); tests pass a small one.
 
   Returns:
     (Refinement, variables) for `Refinement.sample`.
@@ -676,9 +676,11 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
     reward_config = ml_collections.ConfigDict(card['reward'])
     if backbone is None:
       from adagen_jax import train  # pylint: disable=g-import-not-at-top
-      backbone = train.make_backbone(reward_config)
-    reward_model = rewards_lib.make_reward(reward_config, backbone,
-                                           generator.num_classes)
+      reward_model = train.make_reward_model(reward_config,
+                                             generator.num_classes)
+    else:
+      reward_model = rewards_lib.make_reward(reward_config, backbone,
+                                             generator.num_classes)
     check_scorer(reward_model)
     variables['reward'] = export.load_reward_state(policy, generator,
                                                    reward_model)
