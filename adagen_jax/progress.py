@@ -73,7 +73,8 @@ class Progress:
     return (self.count - self._count0) / elapsed if elapsed > 0 else None
 
   def line(self, **scalars) -> str:
-    """The status line `desc i/total (p%) r it/s ETA t key=value ...`."""
+    """The status line `desc i/total (p%) r it/s ETA t key=value ...`;
+    None values are left out."""
     pct = 100.0 * self.count / self.total if self.total else 100.0
     parts = [f'{self.desc} {self.count}/{self.total} ({pct:.0f}%)']
     rate = self.rate()
@@ -82,7 +83,8 @@ class Progress:
       remaining = max(self.total - self.count, 0)
       parts.append(f'ETA {format_seconds(remaining / rate)}' if remaining
                    else 'done')
-    parts += [f'{k}={_format_scalar(v)}' for k, v in scalars.items()]
+    parts += [f'{k}={_format_scalar(v)}' for k, v in scalars.items()
+              if v is not None]
     return ' '.join(parts)
 
   def update(self, n: int = 1, **scalars) -> str | None:

@@ -24,8 +24,9 @@ recompiles); batch i draws from fold_in(key(seed), i).
 
 Inference-time refinement (adagen_jax.rl.refine; each needs an exported
 --policy, never 'heuristic'):
-  --best_of=N        N candidates per sample, the discriminator's best kept
-                     (the export's reward/ state);
+  --best_of=N        N candidates per sample, the best kept by the export's
+                     reward (its reward/ state: a discriminator, or the FD
+                     gain over fixed reference samples);
   --lookahead=K      K candidate next states at --lookahead_steps (default
                      all but the last), the critic's best kept (MaskGIT, VAR);
   --lam=L [--fidelity_policy=PATH]
@@ -78,8 +79,8 @@ def _define_flags():
                       'export folder.')
   flags.DEFINE_string('out', None, 'Output .npz path.')
   flags.DEFINE_integer('batch', 500, 'Samples per rollout call.')
-  flags.DEFINE_integer('best_of', 1, 'N candidates per sample; the '
-                       "export's discriminator keeps one.")
+  flags.DEFINE_integer('best_of', 1, "N candidates per sample; the export's "
+                       'reward (discriminator or FD gain) keeps one.')
   flags.DEFINE_integer('lookahead', 1, 'K candidate next states; the '
                        "export's critic keeps one.")
   flags.DEFINE_list('lookahead_steps', None, 'Steps t of the lookahead '

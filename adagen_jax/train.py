@@ -143,16 +143,25 @@ class Trainer:
     obs_dtype = jnp.dtype(cfg.ppo.obs_dtype)
     group = self.group_size
 
+    # A confidence bonus logs its two terms' means: its standardised sum
+    # has mean 0.
+    has_parts = isinstance(self.reward_model, rewards_lib.ConfidenceBonus)
+
     def collect(gen_params, agent_params, reward_state, rng, sigma):
-      """One exploring rollout batch and its terminal rewards."""
+      """One exploring rollout batch, its terminal rewards and the batch
+      means of the reward's terms ({} for a single-term reward)."""
       k_lab, k_roll, k_rew = jax.random.split(rng, 3)
       labels = self._labels(k_lab, cfg.ppo.rollout_batch, group)
       act = self.agent.make_act_fn(agent_params, sigma, explore=True)
       traj = rollout_lib.rollout(gen, gen_params, labels, k_roll, act,
                                  obs_dtype=obs_dtype, group_size=group)
-      reward = self.reward_model.reward(reward_state, traj.images, labels,
-                                        k_rew)
-      return traj, reward
+      if not has_parts:
+        return traj, self.reward_model.reward(reward_state, traj.images,
+                                              labels, k_rew), {}
+      parts = self.reward_model.parts(reward_state, traj.images, labels,
+                                      k_rew)
+      return traj, self.reward_model.combine(parts), {
+          f'reward_{k}_mean': jnp.mean(v) for k, v in parts.items()}
 
     def update(ppo_state, trajs, rewards, sigma, rng):
       """PPO on all rollouts of the iteration (tuples, one per batch)."""
@@ -210,10 +219,6 @@ class Trainer:
 
     self.collect = bind(collect)
     self.reward = jax.jit(self.reward_model.reward)
-    # A confidence bonus logs its two terms (its standardised sum has mean 0).
-    self.reward_parts = (
-        jax.jit(self.reward_model.parts) if isinstance(
-            self.reward_model, rewards_lib.ConfidenceBonus) else None)
     self.update = jax.jit(update, donate_argnums=0)
     self.d_step = bind(d_step, donate_argnums=1)
     self.sample = bind(sample)
@@ -326,16 +331,13 @@ class Trainer:
     cfg = self.config
     sigma = exploration_std(cfg.policy, it)
     k_col, k_ppo, k_d = jax.random.split(jax.random.fold_in(state.rng, it), 3)
-    trajs, rewards = zip(*[
+    trajs, rewards, parts = zip(*[
         self.collect(state.ppo.params, state.reward,
                      jax.random.fold_in(k_col, i), sigma)
         for i in range(cfg.ppo.trajectories // cfg.ppo.rollout_batch)])
     ppo_state, metrics = self.update(state.ppo, trajs, rewards, sigma, k_ppo)
-    if self.reward_parts is not None:  # before d_step donates state.reward
-      parts = self.reward_parts(state.reward, trajs[0].images,
-                                trajs[0].labels, k_d)
-      metrics.update({f'reward_{k}_mean': jnp.mean(v)
-                      for k, v in parts.items()})
+    metrics.update({k: jnp.mean(jnp.stack([p[k] for p in parts]))
+                    for k in parts[0]})
     reward_state = state.reward
     # The adversarial reward trains its discriminator; the FD reward folds
     # real batches into its statistics; the static reward needs nothing.
@@ -425,8 +427,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         window = None
       # A confidence bonus's reward is standardised: show its terms too.
       prog.update(1, reward=metrics['reward_mean'],
-                  **{k: metrics[f'reward_{k}_mean'] for k in (
-                      'base', 'confidence') if f'reward_{k}_mean' in metrics})
+                  base=metrics.get('reward_base_mean'),
+                  confidence=metrics.get('reward_confidence_mean'))
       last = it + 1 == cfg.num_iterations
       if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and not last:
         evaluate_policy(state.ppo.params, cfg.eval_num, 'adagen', it + 1)

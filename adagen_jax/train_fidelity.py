@@ -59,10 +59,10 @@ def train_fidelity(config, policy: str, workdir: str, iterations: int):
         f'{policy} was trained with reward.static_weight='
         f'{reward_config.static_weight} (a confidence bonus); the blend needs '
         'a main policy trained with the plain adversarial reward.')
-  backbone = train.make_backbone(reward_config)
-  adv = rewards_lib.make_reward(reward_config, backbone, gen.num_classes)
+  adv = train.make_reward_model(reward_config, gen.num_classes)
   adv_state = export.load_reward_state(policy, gen, adv)
-  fid = rewards_lib.StaticReward(backbone)
+  # The fidelity reward: the adversarial reward's backbone's confidence.
+  fid = rewards_lib.StaticReward(adv.backbone)
   fid_state = fid.init(None, None, None)
   fid_agent = export.build_agent(config.policy, gen)
   trainer = refine.FidelityTraining(

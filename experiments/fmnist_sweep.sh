@@ -10,9 +10,9 @@
 #       bash experiments/fmnist_sweep.sh runs/sit_sweep 8
 #   python experiments/fmnist_table.py --stage=table --out=RUNS/rows.jsonl
 #
-# GENERATOR is maskgit (default), sit, dit or var (configs/fmnist_GENERATOR.py;
-# MaskGIT with its :cpu settings); EXTRA is added to every training
-# command (e.g. a GPU's larger batches). The tuned schedule is read from
+# GENERATOR is maskgit (default), sit, dit or var (configs/fmnist_GENERATOR.py);
+# EXTRA is added to every training command (e.g. a GPU's larger batches).
+# The tuned schedule is read from
 # adagen_jax/assets/tuned/fmnist_<GENERATOR>_T<steps>.json (what
 # `adagen_jax.sample --policy=tuned` ships) and
 # tuned first (fmnist_table.py --stage=tune) where that file is missing.
@@ -32,14 +32,8 @@ shift $(( $# < 2 ? $# : 2 ))
 mkdir -p "$runs"
 gen=${GENERATOR:-maskgit}
 case $gen in
-  # MaskGIT's rows: the 2-core CPU RL settings (experiment.CPU_RL) and the
-  # variants' flags.
-  maskgit) prefix='' config=--config=configs/fmnist_maskgit.py:cpu
-    step_counts='4 8'
-    variants='adversarial nonadaptive fd static adversarial_recon
-      adversarial_recon_slow' ;;
-  # SiT and DiT: their configs' recipe (experiment.CPU_FD_TABLE).
-  sit|dit) prefix=${gen}_ config=--config=configs/fmnist_$gen.py
+  # MaskGIT, SiT and DiT: their configs' recipe (experiment.CPU_FD_*).
+  maskgit|sit|dit) prefix=${gen}_ config=--config=configs/fmnist_$gen.py
     step_counts='4 8' variants='table table_nonadaptive' ;;
   var) prefix=${gen}_ config=--config=configs/fmnist_$gen.py
     step_counts=6 variants='adversarial nonadaptive' ;;  # a step per scale
@@ -65,6 +59,9 @@ declare -A FLAGS=(
   # table seed), the table at a third of the rate.
   [table_group_tuned]='--config.ppo.group_size=4 --config.policy.table_init=tuned
     --config.ppo.table_learning_rate=0.01'
+  # The FD reward on DiscBackbone's last block (experiment.CPU_FD_TABLE's;
+  # for the configs on ContrastNet).
+  [table_disc]='--config.reward.backbone=fmnist --config.reward.feature_index=-1'
   # The FD reward on DiscBackbone's block k instead of its last (4).
   [table_fidx1]='--config.reward.feature_index=1'
   [table_fidx2]='--config.reward.feature_index=2'
@@ -112,6 +109,7 @@ declare -A NAMES=(
   [table_fidx3]='AdaGen, FD reward on reward-backbone block 3, step table'
   [table_fidx2_group]='AdaGen, FD reward on reward-backbone block 2, step table, group baseline (G=4)'
   [table_fidx2_conf]='AdaGen, FD reward on reward-backbone block 2 + 0.5 x class confidence, step table'
+  [table_disc]='AdaGen, FD reward on DiscBackbone (last block), step table'
   [table_contrast0]='AdaGen, FD reward on ContrastNet stage 0, step table'
   [table_contrast1]='AdaGen, FD reward on ContrastNet stage 1, step table'
   [table_contrast2]='AdaGen, FD reward on ContrastNet stage 2, step table'
@@ -168,9 +166,6 @@ default_jobs() {
       for variant in $variants; do
         echo "$variant $steps $seed"
       done
-      if [[ $gen == maskgit && $steps == 4 ]]; then
-        echo "adversarial_vbs1 4 $seed"
-      fi
     done
     if [[ $seed == 0 ]]; then
       for steps in $step_counts; do

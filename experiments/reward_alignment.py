@@ -11,8 +11,7 @@ exploration distribution around the hand-crafted schedule (raw actions
 so samples differ both in noise and in schedule. Each reward scores them
 as training would (batches of `--batch`; the adversarial reward is a
 discriminator trained against these exploring samples for as many steps
-as a policy's run gives it: MaskGIT with the shipped T-step AdaGen
-policy's settings, the flows with the 2-core CPU ones; the FD rewards use
+as a policy's run gives it with the 2-core CPU settings; the FD rewards use
 10k real training images, on each of DiscBackbone's feature sets: the
 embedded tokens and the outputs of blocks 1-4, `reward.feature_index`;
 with --contrast also on each stage of ContrastNet, the self-supervised
@@ -38,7 +37,6 @@ import os
 from absl import flags
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from scipy import stats
 
@@ -50,7 +48,6 @@ from adagen_jax import train
 from adagen_jax.configs import experiment
 from adagen_jax.configs import shipped
 from adagen_jax.data import fashion_mnist
-from adagen_jax.rl import export
 from adagen_jax.rl import policy as policy_lib
 from adagen_jax.rl import rewards as rewards_lib
 from adagen_jax.rl import rollout as rollout_lib
@@ -140,17 +137,12 @@ def main(argv):
   keep = perm[:_REALS.value]
   reals, real_labels = reals[keep], real_labels[keep]
   disc_backbone = train.make_backbone(config.reward)
-  if _GENERATOR.value == 'maskgit':
-    # The shipped adversarial policy's discriminator sizes and steps.
-    _, _, card = export.load('adagen', gen)
-    adv_cfg = ml_collections.ConfigDict(card['reward'])
-    adv_iterations = int(card['notes']['iterations'])
-    adv_name = 'adversarial (shipped policy D)'
-  else:  # the flows' shipped policies use the FD reward
-    adv_cfg = config.reward.copy_and_resolve_references()
-    adv_cfg.name = 'adversarial'
-    adv_iterations = config.num_iterations
-    adv_name = 'adversarial (2-core CPU D)'
+  # The shipped policies use FD rewards: the discriminator gets the 2-core
+  # CPU settings' steps.
+  adv_cfg = config.reward.copy_and_resolve_references()
+  adv_cfg.name = 'adversarial'
+  adv_iterations = config.num_iterations
+  adv_name = 'adversarial (2-core CPU D)'
   num_sets = len(disc_backbone.features(disc_backbone.variables,
                                         jnp.zeros((1, 28, 28, 1))))
   if _CONTRAST.value:

@@ -197,13 +197,20 @@ def test_per_sample_and_batch_rewards(backbone):
   np.testing.assert_array_equal(
       refine.score_samples(static, state, images, _labels(), None),
       static.reward(state, images, _labels(), None))
-  # The FD reward and the confidence bonus (standardised over the batch)
-  # both depend on batch-mates.
-  for batch_reward in (rewards.FDReward(backbone),
-                       rewards.ConfidenceBonus(rewards.FDReward(backbone),
-                                               static, 1.0)):
-    with pytest.raises(errors.UserError, match='whole batch'):
-      refine.score_samples(batch_reward, None, images, _labels(), None)
+  # The FD reward scores each image's gain over the fixed references.
+  fd = rewards.FDReward(backbone)
+  fd_state = fd.init(None, jax.random.uniform(jax.random.key(1),
+                                              (4 * B, 8, 8, 1)), None)
+  ref = (jax.random.uniform(jax.random.key(2), (B, 8, 8, 1)), _labels())
+  np.testing.assert_array_equal(
+      refine.score_samples(fd, fd_state, images, _labels(), None, ref),
+      fd.gain_over(fd_state, images, ref[0]))
+  assert refine.reference_size(fd) == refine.FD_REFERENCE_SIZE
+  # The confidence bonus (standardised over the batch) depends on
+  # batch-mates.
+  with pytest.raises(errors.UserError, match='whole batch'):
+    refine.score_samples(rewards.ConfidenceBonus(fd, static, 1.0), None,
+                         images, _labels(), None)
 
 
 # --- lookahead ----------------------------------------------------------------

@@ -235,6 +235,19 @@ def test_fd_reward_is_leave_one_out_fd_gain(toy_setup):
   with pytest.raises(ValueError, match='groups of 3'):
     rewards.leave_one_out_fd_gain(jnp.asarray(f), mu_r, sigma_r, 3)
 
+  # Best-of-N's score: the gain of adding each image to a fixed reference
+  # set, whatever the other images scored with it.
+  ref = fake[:6]
+  got = np.asarray(jax.jit(model.gain_over)(state, fake[6:], ref))
+  fr = f[:6]
+  want = [fid.frechet_distance(*fid.feature_stats(fr), mu_r, sigma_r) -
+          fid.frechet_distance(*fid.feature_stats(
+              np.concatenate([fr, f[i:i + 1]])), mu_r, sigma_r)
+          for i in range(6, 10)]
+  np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * abs(full))
+  alone = np.asarray(jax.jit(model.gain_over)(state, fake[8:9], ref))
+  np.testing.assert_allclose(alone, got[2:3], rtol=1e-5)
+
 
 def test_static_reward_is_classifier_confidence(toy_setup):
   params, backbone = toy_setup

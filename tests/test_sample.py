@@ -105,13 +105,17 @@ def test_shipped_policy_loads_for_its_step_count_only():
   assert card['num_steps'] == 8 and card['policy']['kind'] == 'adaptive'
   obs = jnp.zeros((2,) + tuple(gen.obs_shape))
   assert agent.mean(params, obs, jnp.int32(0)).shape == (2, 4)
-  # It carries what refinement needs: the discriminator and the fidelity
-  # policy of the lambda-blend.
+  # It carries what best-of-N needs: its reward's state (the FD reward on
+  # ContrastNet, scored over fixed reference samples); no fidelity policy
+  # (the blend's needs a main policy trained on the adversarial reward).
   from adagen_jax.rl import refine  # pylint: disable=g-import-not-at-top
+  from adagen_jax.rl import rewards  # pylint: disable=g-import-not-at-top
   refinement, variables = refine.load_refinement('adagen', gen, best_of=2,
-                                                 lookahead=2, lam=0.5)
-  assert sorted(variables) == ['fidelity', 'lam', 'policy', 'reward']
-  assert refinement.reward_model.disc.virtual_bs == 8
+                                                 lookahead=2)
+  assert sorted(variables) == ['policy', 'reward']
+  assert isinstance(refinement.reward_model, rewards.FDReward)
+  with pytest.raises(errors.UserError, match='no fidelity/'):
+    refine.load_refinement('adagen', gen, lam=0.5)
   # The learnable non-adaptive ablation: one action vector per step, the
   # same for every sample whatever its features.
   agent, params, card = export.load('nonadaptive', gen)
@@ -121,13 +125,11 @@ def test_shipped_policy_loads_for_its_step_count_only():
                                 agent.mean(params, noise, jnp.int32(3)))
   with pytest.raises(errors.UserError, match='without its reward'):
     refine.load_refinement('nonadaptive', gen, best_of=2)
-  # T=4 ships both policies, without a discriminator; T=16 ships none.
+  # T=4 ships both policies; T=16 ships none.
   gen4, _ = generators.build(shipped.fmnist_maskgit_generator(4))
   for name, kind in (('adagen', 'adaptive'), ('nonadaptive', 'nonadaptive')):
     _, _, card = export.load(name, gen4)
     assert card['num_steps'] == 4 and card['policy']['kind'] == kind
-  with pytest.raises(errors.UserError, match='without its reward'):
-    refine.load_refinement('adagen', gen4, best_of=2)
   gen16, _ = generators.build(shipped.fmnist_maskgit_generator(16))
   for name in ('adagen', 'nonadaptive'):
     with pytest.raises(errors.UserError, match='no shipped'):

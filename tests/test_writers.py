@@ -72,8 +72,9 @@ def test_progress_lines(monkeypatch):
   assert bar.update(50, loss=0.123456) == (
       'train 110/1000 (11%) 10 it/s ETA 1m29s loss=0.1235')
   clock[0] += 1.0
-  assert bar.update(890, step=np.int32(7)) == (
-      'train 1000/1000 (100%) 90 it/s done step=7')  # the end always logs
+  # The end always logs; a None value (a metric this run lacks) is left out.
+  assert bar.update(890, step=np.int32(7), extra=None) == (
+      'train 1000/1000 (100%) 90 it/s done step=7')
 
 
 def test_save_grid(tmp_path):

@@ -22,9 +22,13 @@ def fmnist_maskgit_generator(steps: int = 8) -> ml_collections.ConfigDict:
       samp_temp_init=1.0,  # token sampling temperature
       cfg_init=1.0,        # guidance w at the end of the ramp
       image_size=28, image_channels=1, num_classes=10,
-      tokens=7, codebook_size=128,
-      width=64, depth=4, heads=4, mlp_ratio=4.0,
-      tokenizer=dict(filters=16, channel_mult=(1, 1, 2), num_res_blocks=1,
+      # 14x14 tokens of 2x2 pixels (a 7x7 grid of 4x4 pixels cannot
+      # reconstruct the strokes: FD 38 against 0.99 for this tokenizer),
+      # read by the transformer as 7x7 cells of 2x2 ids (token_group=2),
+      # so a step costs what a 7x7 grid does.
+      tokens=14, codebook_size=512, token_group=2,
+      width=128, depth=4, heads=4, mlp_ratio=4.0,
+      tokenizer=dict(filters=32, channel_mult=(1, 2), num_res_blocks=1,
                      embedding_dim=16, norm_groups=32),
   ))
 

@@ -5,7 +5,8 @@ protocol (adagen_reference.md §8 items 11-12: none of them is in released
 code, so every choice below is ours and says why):
 
 - Best-of-N (`best_of_n`): N rollouts per label in one batch of B * N, each
-  final image scored by the trained discriminator, the best kept.
+  final image scored by the policy's own reward (the trained discriminator,
+  or the FD gain over fixed reference samples), the best kept.
 - Value lookahead (`lookahead_transition`): at chosen steps, K candidate next
   states from K sampling keys; the critic's V(obs_{t+1}, t + 1) picks one per
   sample. Only stochastic transitions (MaskGIT, VAR) have candidates.
@@ -38,6 +39,10 @@ from adagen_jax.rl import rollout as rollout_lib
 # Key of the fixed reference samples that share a discriminator group with
 # every best-of-N candidate (see `score_samples`).
 REFERENCE_SEED = 7
+# The FD reward's reference set: a training batch of the CPU recipe
+# (ppo.rollout_batch 256) less the candidate, so a candidate's FD gain is
+# measured against as many batch-mates as in training.
+FD_REFERENCE_SIZE = 255
 # Smallest training lam: the fidelity samples are recovered from the blended
 # action by dividing by lam (`fidelity_trajectory`).
 LAM_MIN = 1e-3
@@ -52,6 +57,8 @@ def reference_size(reward_model) -> int:
   """How many fixed reference images share a candidate's score group."""
   if isinstance(reward_model, rewards_lib.AdversarialReward):
     return reward_model.disc.virtual_bs - 1
+  if isinstance(reward_model, rewards_lib.FDReward):
+    return FD_REFERENCE_SIZE
   return 0
 
 
@@ -74,11 +81,13 @@ def reference_samples(generator: base.Generator, gen_params,
 def check_scorer(reward_model):
   """Best-of-N needs a score of each sample on its own."""
   if not isinstance(reward_model, (rewards_lib.AdversarialReward,
+                                   rewards_lib.FDReward,
                                    rewards_lib.StaticReward)):
     raise errors.UserError(
         'best-of-N scores every sample on its own, and the '
         f'{type(reward_model).__name__} depends on the whole batch; use a '
-        'policy trained with config.reward.name=adversarial (or static).')
+        'policy trained with config.reward.name=adversarial, fd or static '
+        'and reward.static_weight=0.')
 
 
 def score_samples(reward_model, reward_state, images: jax.Array,
@@ -103,20 +112,28 @@ def score_samples(reward_model, reward_state, images: jax.Array,
   MaskGIT. Random-crop augmentation is switched off: at inference we want
   the discriminator's verdict, not a coin flip.
 
-  Per-sample rewards (`StaticReward`) are used as they are; the FD reward
-  is a property of a set and is refused.
+  Per-sample rewards (`StaticReward`) are used as they are. The FD reward
+  is a property of a set: a candidate scores its FD gain over the fixed
+  reference set (`FDReward.gain_over`), the training reward with the
+  batch-mates held fixed. A confidence bonus (standardised over the batch)
+  is refused.
 
   Args:
-    reward_model: an AdversarialReward or StaticReward.
+    reward_model: an AdversarialReward, FDReward or StaticReward.
     reward_state: its state.
     images: float32 [M, H, W, C] in [0, 1]; labels int32 [M].
     rng: key (unused by the deterministic scores, kept for the interface).
-    reference: (images [g - 1, H, W, C], labels [g - 1]) for the
-      adversarial reward.
+    reference: (images [reference_size, H, W, C], labels) for the
+      adversarial and FD rewards.
   """
   check_scorer(reward_model)
   if isinstance(reward_model, rewards_lib.StaticReward):
     return reward_model.reward(reward_state, images, labels, rng)
+  if isinstance(reward_model, rewards_lib.FDReward):
+    if reference is None:
+      raise ValueError('the FD score needs reference images '
+                       '(reference_samples).')
+    return reward_model.gain_over(reward_state, images, reference[0])
   g = reward_model.disc.virtual_bs
   if reference is None or reference[0].shape[0] != g - 1:
     raise ValueError(f'the adversarial score needs {g - 1} reference images '
@@ -512,7 +529,8 @@ def refinement_cost(num_steps: int, *, best_of: int = 1, lookahead: int = 1,
     critic_forwards: N K |S| (0 without lookahead);
     discriminator_forwards: N g head forwards (the candidate's group), 0
       for N = 1; the frozen backbone runs N times (once per candidate,
-      `score_samples`), plus g - 1 reference images per batch.
+      `score_samples`), plus the reference images once per batch. g = 1
+      for the FD and static scores (one score per candidate).
   """
   s = len(resolve_steps(num_steps, lookahead_steps)) if lookahead > 1 else 0
   transitions = best_of * (num_steps + (lookahead - 1) * s)
@@ -581,7 +599,10 @@ class Refinement:
         self.generator.num_steps, best_of=self.best_of,
         lookahead=self.lookahead, lookahead_steps=self.steps,
         blend=self.fid_agent is not None,
-        group_size=reference_size(self.reward_model) + 1)
+        # The discriminator's heads see a candidate's whole group; the FD
+        # and static scores one feature vector per candidate.
+        group_size=(reference_size(self.reward_model) + 1 if isinstance(
+            self.reward_model, rewards_lib.AdversarialReward) else 1))
 
   def describe(self) -> str:
     """One line: the refinements and their cost per final sample."""

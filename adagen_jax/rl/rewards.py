@@ -333,6 +333,41 @@ def frechet_distance_sym(mu: jax.Array, sigma: jax.Array, mu_r: jax.Array,
           - 2.0 * jnp.sum(jnp.sqrt(jnp.maximum(eig, 0.0)), axis=-1))
 
 
+def _add_one(mu: jax.Array, sigma: jax.Array, n: int, x: jax.Array
+             ) -> tuple[jax.Array, jax.Array]:
+  """Mean [M, D] and unbiased covariance [M, D, D] of a set of n samples
+  (mean mu [D], unbiased covariance sigma [D, D]) plus each row of x [M, D]
+  in turn: exact rank-one updates."""
+  d = x - mu
+  return (mu + d / (n + 1),
+          ((n - 1) * sigma + (n / (n + 1)) * d[:, :, None] * d[:, None, :])
+          / n)
+
+
+def fd_gain_over_reference(feats: jax.Array, ref_feats: jax.Array,
+                           mu_r: jax.Array, sigma_r: jax.Array) -> jax.Array:
+  """float32 [M]: FD(R) - FD(R + {i}) for each row i of feats [M, D].
+
+  R (ref_feats [n, D], n >= 2) is held fixed, so the gain is a function of
+  sample i alone: `leave_one_out_fd_gain`'s credit with the batch-mates
+  frozen (best-of-N's score). One batched eigvalsh for the M + 1 distances.
+  """
+  n = ref_feats.shape[0]
+  if n < 2:
+    raise ValueError(f'the FD gain needs >= 2 reference samples, got {n}.')
+  ref_feats = ref_feats.astype(jnp.float32)
+  # Centred on the references (and mu_r with them), as leave_one_out_fd_gain.
+  shift = jnp.mean(ref_feats, axis=0)
+  ref, feats, mu_r = ref_feats - shift, feats - shift, mu_r - shift
+  mu = jnp.zeros_like(shift)
+  sigma = (ref.T @ ref) / (n - 1)
+  mu_i, sigma_i = _add_one(mu, sigma, n, feats)
+  fd = frechet_distance_sym(jnp.concatenate([mu[None], mu_i]),
+                            jnp.concatenate([sigma[None], sigma_i]), mu_r,
+                            sigma_r, _sqrtm_psd(sigma_r))
+  return fd[0] - fd[1:]
+
+
 def leave_one_out_fd_gain(feats: jax.Array, mu_r: jax.Array,
                           sigma_r: jax.Array, group_size: int = 1
                           ) -> jax.Array:
@@ -368,10 +403,7 @@ def leave_one_out_fd_gain(feats: jax.Array, mu_r: jax.Array,
   def moments(fg):  # [G, D] -> C's mu [D], sigma [D, D]; C + {i}'s [G, ...]
     mu = (total - jnp.sum(fg, axis=0)) / n
     sigma = (outer - fg.T @ fg - n * jnp.outer(mu, mu)) / (n - 1)
-    d = fg - mu
-    return (mu, sigma, mu + d / (n + 1),
-            ((n - 1) * sigma + (n / (n + 1)) * d[:, :, None] * d[:, None, :])
-            / n)
+    return (mu, sigma) + _add_one(mu, sigma, n, fg)
 
   groups = b // group_size
   mu_c, sigma_c, mu_i, sigma_i = jax.vmap(moments)(
@@ -434,6 +466,16 @@ class FDReward:
     mu_r, sigma_r = self.real_stats(state)
     return leave_one_out_fd_gain(self.pooled(state.frozen, images), mu_r,
                                  sigma_r, self.group_size)
+
+  def gain_over(self, state: FDState, images: jax.Array,
+                reference_images: jax.Array) -> jax.Array:
+    """float32 [M]: each image's FD gain over a fixed reference set of
+    images (`fd_gain_over_reference`): the reward of training, as a
+    function of the image alone."""
+    mu_r, sigma_r = self.real_stats(state)
+    return fd_gain_over_reference(
+        self.pooled(state.frozen, images),
+        self.pooled(state.frozen, reference_images), mu_r, sigma_r)
 
   def update(self, state: FDState, real_images, real_labels, fake_images,
              fake_labels, rng) -> tuple[FDState, dict[str, jax.Array]]:
@@ -521,11 +563,14 @@ class ConfidenceBonus:
             'confidence': self.static.reward(StaticState(frozen=state.frozen),
                                              images, labels, rng)}
 
-  def reward(self, state: BonusState, images: jax.Array, labels: jax.Array,
-             rng: jax.Array) -> jax.Array:
-    parts = self.parts(state, images, labels, rng)
+  def combine(self, parts: dict[str, jax.Array]) -> jax.Array:
+    """The reward float32 [B] of `parts`' two terms."""
     return (_standardise(parts['base']) +
             self.weight * _standardise(parts['confidence']))
+
+  def reward(self, state: BonusState, images: jax.Array, labels: jax.Array,
+             rng: jax.Array) -> jax.Array:
+    return self.combine(self.parts(state, images, labels, rng))
 
   def update(self, state: BonusState, real_images, real_labels, fake_images,
              fake_labels, rng) -> tuple[BonusState, dict[str, jax.Array]]:
