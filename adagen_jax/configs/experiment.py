@@ -197,13 +197,6 @@ CPU_RL = dict(
 CPU_FD_TABLE = {**CPU_RL, 'reward.name': 'fd', 'policy.step_bias': True,
                 'ppo.table_learning_rate': 0.03}
 
-# CPU_FD_TABLE on DiscBackbone's block 3, the feature set whose FD ranks
-# the 14x14 MaskGIT's samples most like the evaluation (per-sample
-# Spearman +0.78 with the diagnostic reward, action-gradient cosine +0.78;
-# ContrastNet's stage 0: +0.23 / +0.46; docs/results/
-# reward_alignment_maskgit14_T8.json). The MaskGIT's recipe.
-CPU_FD_DISC3 = {**CPU_FD_TABLE, 'reward.feature_index': 3}
-
 # CPU_FD_TABLE with the reward that moves the flows' schedules furthest
 # (docs/experiments/flow_T4_reward_backbones.md): FD on the first feature
 # set of ContrastNet (self-supervised, full resolution: DiscBackbone's FD
