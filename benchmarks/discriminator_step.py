@@ -16,7 +16,8 @@ labels are random.
             (random weights) on 256 x 256 RGB, cropped or area-resized to
             224, 5 feature sets of 196 tokens x 384, 1000 classes, mapping
             network of 8 layers.
-  fmnist    the reward section of configs/fmnist_maskgit.py: the shipped
+  fmnist    the reward section of configs/fmnist_maskgit.py (as adversarial;
+            the config trains with FD on the same backbone): the shipped
             Fashion-MNIST backbone (adagen_jax/assets) on 28 x 28 x 1,
             translate-crop (pad 2), 10 classes, mapping network of 2 layers.
 
@@ -78,6 +79,9 @@ def main():
                      "discriminator's BatchNormLocal groups).")
   config_name, image_shape, num_classes = SIZES[args.size]
   reward_config = timing.config_module(config_name).get_config().reward
+  # The config's sizes and settings; the adversarial reward whatever the
+  # config trains with (the Fashion-MNIST MaskGIT's recipe uses FD).
+  reward_config.name = 'adversarial'
   backbone = make_backbone(reward_config, jnp.dtype(args.dtype))
   model = rewards_lib.make_reward(reward_config, backbone, num_classes)
 
