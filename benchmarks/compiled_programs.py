@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from adagen_jax import cli
 from adagen_jax import generators
 from adagen_jax.backbones import dino_vit
 from adagen_jax.rl import policy as policy_lib
@@ -256,4 +257,5 @@ def main():
 
 
 if __name__ == '__main__':
+  cli.reexec_with_huge_pages()  # time what the commands run
   main()

@@ -38,6 +38,7 @@ import argparse
 import jax
 import jax.numpy as jnp
 
+from adagen_jax import cli
 from adagen_jax.backbones import dino_vit
 from adagen_jax.rl import rewards as rewards_lib
 import timing
@@ -116,4 +117,5 @@ def main():
 
 
 if __name__ == '__main__':
+  cli.reexec_with_huge_pages()  # time what the commands run
   main()

@@ -38,6 +38,7 @@ import argparse
 import jax
 import jax.numpy as jnp
 
+from adagen_jax import cli
 from adagen_jax.configs import shipped
 from adagen_jax.generators import dit
 from adagen_jax.generators import dit_nets
@@ -132,4 +133,5 @@ def main():
                             repeats=args.repeats, rows=rows)
 
 if __name__ == '__main__':
+  cli.reexec_with_huge_pages()  # time what the commands run
   main()

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from adagen_jax import cli
 from adagen_jax.configs import shipped
 from adagen_jax.generators import maskgit
 from adagen_jax.rl import policy as policy_lib
@@ -126,4 +127,5 @@ def main():
                             repeats=args.repeats, rows=rows)
 
 if __name__ == '__main__':
+  cli.reexec_with_huge_pages()  # time what the commands run
   main()

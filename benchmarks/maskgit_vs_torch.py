@@ -353,4 +353,7 @@ def main():
 
 
 if __name__ == '__main__':
+  # Both sides (this process's children) on huge pages, as the commands run.
+  from adagen_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.reexec_with_huge_pages()
   main()

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from adagen_jax import cli
 from adagen_jax.rl import policy as policy_lib
 from adagen_jax.rl import ppo as ppo_lib
 import timing
@@ -94,4 +95,5 @@ def main():
 
 
 if __name__ == '__main__':
+  cli.reexec_with_huge_pages()  # time what the commands run
   main()

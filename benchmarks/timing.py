@@ -21,6 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from adagen_jax import cli
 from adagen_jax.rl import rollout as rollout_lib
 
 # What train.py's exploring rollout runs with by default: the exploration std
@@ -404,4 +405,5 @@ def main():
 
 
 if __name__ == '__main__':
+  cli.reexec_with_huge_pages()  # time what the commands run
   main()

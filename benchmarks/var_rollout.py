@@ -1,6 +1,8 @@
 """Compile time and step cost of the VAR generator (random weights).
 
   python benchmarks/var_rollout.py --size=tiny --batch=8          # CPU
+  python benchmarks/var_rollout.py --size=fmnist --batch=256 \
+      --rollout_only    # the shipped Fashion-MNIST VAR (issue 18: <= 8 s)
   python benchmarks/var_rollout.py --size=smoke --batch=8 --rollout_only
   python benchmarks/var_rollout.py --size=d16 --batch=32 --dtype=bfloat16
   python benchmarks/var_rollout.py --size=d16 --batch=256 \
@@ -18,6 +20,8 @@ Measures:
   per scale    `step_static(si)` alone, which shows where the time goes. A
                padded design (every step at the largest scale's token
                count) would cost about T times the largest of these.
+`fmnist` is the shipped Fashion-MNIST VAR's sizes (adagen_jax/configs/
+shipped.py) with its policy width of the CPU RL settings (64).
 --rollout_only stops after the two scan rows (the others compile one
 program per scale). Times are the best of --repeats runs after a warm-up;
 compile is lower + compile of the jitted function. --json=PATH also writes
@@ -33,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adagen_jax import cli
+from adagen_jax.configs import shipped
 from adagen_jax.generators import var
 from adagen_jax.generators import var_nets
 from adagen_jax.generators import var_vqvae
@@ -83,7 +89,8 @@ def _cache_copies(hlo: str, state) -> int:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--size', choices=sorted(SIZES), default='tiny')
+  parser.add_argument('--size', choices=sorted(SIZES) + ['fmnist'],
+                      default='tiny')
   parser.add_argument('--batch', type=int, default=8)
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--repeats', type=int, default=3)
@@ -95,13 +102,22 @@ def main():
   args = parser.parse_args()
   rows = timing.JsonRows(args.json, 'var_rollout', args)
 
-  var_kwargs, vae_kwargs = SIZES[args.size]
-  var_kwargs = dict(dict(patch_nums=var_vqvae.PATCH_NUMS), **var_kwargs,
-                    dtype=jnp.dtype(args.dtype))
-  vae_kwargs = dict(dict(patch_nums=var_vqvae.PATCH_NUMS), **vae_kwargs)
-  gen = var.VARGenerator(var_nets.VAR(**var_kwargs),
-                         var_vqvae.VQVAE(**vae_kwargs),
-                         obs_side=max(var_kwargs['patch_nums']))
+  if args.size == 'fmnist':
+    section = shipped.fmnist_var_generator()
+    section.dtype = args.dtype
+    var_net, vae = var.modules_from_config(section)
+    gen = var.VARGenerator(var_net, vae, cfg=section.cfg,
+                           top_k=section.top_k, top_p=section.top_p,
+                           samp_temp=section.samp_temp,
+                           obs_side=section.obs_side)
+  else:
+    var_kwargs, vae_kwargs = SIZES[args.size]
+    var_kwargs = dict(dict(patch_nums=var_vqvae.PATCH_NUMS), **var_kwargs,
+                      dtype=jnp.dtype(args.dtype))
+    vae_kwargs = dict(dict(patch_nums=var_vqvae.PATCH_NUMS), **vae_kwargs)
+    gen = var.VARGenerator(var_nets.VAR(**var_kwargs),
+                           var_vqvae.VQVAE(**vae_kwargs),
+                           obs_side=max(var_kwargs['patch_nums']))
   params = jax.jit(functools.partial(var.random_params, gen))(
       jax.random.key(0))
   labels = jnp.arange(args.batch, dtype=jnp.int32) % gen.num_classes
@@ -113,7 +129,8 @@ def main():
   print(f'{jax.devices()[0].device_kind}, size={args.size}, '
         f'batch={args.batch}, dtype={args.dtype}, T={num}')
 
-  hidden = args.hidden or (64 if args.size in ('tiny', 'smoke') else 512)
+  hidden = args.hidden or (64 if args.size in ('tiny', 'smoke', 'fmnist')
+                           else 512)
   agent = policy_lib.make_agent(gen.action_spec.size, num,
                                 hidden_size=hidden)
   agent_params = timing.init_agent(agent, gen.obs_shape)
@@ -173,4 +190,5 @@ def main():
 
 
 if __name__ == '__main__':
+  cli.reexec_with_huge_pages()  # time what the commands run
   main()

@@ -59,6 +59,8 @@ declare -A FLAGS=(
   # table seed), the table at a third of the rate.
   [table_group_tuned]='--config.ppo.group_size=4 --config.policy.table_init=tuned
     --config.ppo.table_learning_rate=0.01'
+  [table_group_tuned_nonadaptive]='--config.ppo.group_size=4 --config.policy.table_init=tuned
+    --config.ppo.table_learning_rate=0.01 --config.policy.kind=nonadaptive'
   # The FD reward on DiscBackbone's last block (experiment.CPU_FD_TABLE's;
   # for the configs on ContrastNet).
   [table_disc]='--config.reward.backbone=fmnist --config.reward.feature_index=-1'
@@ -104,6 +106,7 @@ declare -A NAMES=(
   [table_group]='AdaGen, FD reward, step table, group baseline (G=4)'
   [table_group_nonadaptive]='AdaGen non-adaptive, FD reward, group baseline (G=4)'
   [table_group_tuned]='AdaGen, FD reward, group baseline (G=4), table from the tuned schedule'
+  [table_group_tuned_nonadaptive]='AdaGen non-adaptive, FD reward, group baseline (G=4), table from the tuned schedule'
   [table_fidx1]='AdaGen, FD reward on reward-backbone block 1, step table'
   [table_fidx2]='AdaGen, FD reward on reward-backbone block 2, step table'
   [table_fidx3]='AdaGen, FD reward on reward-backbone block 3, step table'

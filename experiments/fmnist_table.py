@@ -4,10 +4,14 @@ Two stages, both on the evaluation network (FeatureNet), never on a reward,
 for any shipped Fashion-MNIST generator (--generator=maskgit|sit|dit|var;
 its tuning grid is GRIDS[generator]):
 
-  # 1. Tune the hand-crafted schedule: a small grid over its constants on a
-  #    separate sampling seed (100), so the table's seeds never pick it.
-  #    The file is what `adagen_jax.sample --policy=tuned` ships (with the
-  #    weights digest it was tuned on), so write it into the assets:
+  # 1. Tune the hand-crafted schedule on a separate sampling seed (100), so
+  #    the table's seeds never pick it: the grid, then the best point's
+  #    neighbours, one step past the grid's edge where it lies on one,
+  #    until the best is a local optimum (--expand rounds). The file is
+  #    what `adagen_jax.sample --policy=tuned` ships (with the weights
+  #    digest it was tuned on), so write it into the assets. Trials already
+  #    in the file are reused: an interrupted tune resumes, and --grid
+  #    (JSON) adds points to a finished one.
   python experiments/fmnist_table.py --stage=tune --steps=8 \
       --out=adagen_jax/assets/tuned/fmnist_maskgit_T8.json
 
@@ -41,6 +45,7 @@ from adagen_jax import generators
 from adagen_jax import sample
 from adagen_jax.configs import shipped
 import rows as rows_lib
+import tuning
 
 _STAGE = flags.DEFINE_enum('stage', 'eval', ['tune', 'eval', 'table'],
                            'What to run.')
@@ -56,6 +61,13 @@ _NUM = flags.DEFINE_integer('num', 10000, 'Samples per seed.')
 _NAME = flags.DEFINE_string('name', '', 'Row name (default: --method).')
 _OUT = flags.DEFINE_string('out', None, 'Output JSON / JSONL file.',
                            required=True)
+_GRID = flags.DEFINE_string(
+    'grid', '', 'JSON {constant: [values]} replacing GRIDS[--generator] in '
+    '--stage=tune.')
+_EXPAND = flags.DEFINE_integer(
+    'expand', 8, 'Rounds of --stage=tune after the grid that sample the '
+    "best point's neighbours, one grid step past the edge where it lies on "
+    'one (0: the grid only).')
 
 # The tuning grids of the hand-crafted schedules, per generator.
 GRIDS = {
@@ -75,6 +87,10 @@ GRIDS = {
     'var': dict(cfg=(1.0, 1.5, 2.5, 4.0), top_k=(16.0, 64.0, 256.0),
                 top_p=(0.9, 0.96, 1.0)),
 }
+# Largest values a tune may extend a constant to (`tuning.neighbourhood`): the
+# DiT starts at most at pure noise, top-p is a probability and top-k at
+# most VAR's codebook.
+UPPER = {'dit': dict(t_start=1.0), 'var': dict(top_p=1.0, top_k=256.0)}
 TUNE_SEED, TUNE_NUM = 100, 2000
 
 
@@ -85,24 +101,86 @@ def _generator(steps: int, overrides: dict | None = None):
   return generators.build(cfg)
 
 
-def tune(steps: int) -> dict:
-  """FD-FMNIST of every grid point on seed 100; returns the best point."""
-  evaluator = evaluate.Evaluator.create('fmnist-test')
-  trials = []
+def _grid() -> dict:
+  """The tuning grid: GRIDS[--generator], or --grid over the same keys."""
   grid = GRIDS[_GENERATOR.value]
-  for values in itertools.product(*grid.values()):
-    point = dict(zip(grid, values))
-    gen, params = _generator(steps, point)
-    images, labels = sample.generate_with(gen, params, TUNE_NUM, TUNE_SEED)
-    fd = evaluator(images, labels)['fd']
-    trials.append(dict(point, fd=fd))
-    print(f'T={steps} {point} FD {fd:.3f}', flush=True)
-  best = min(trials, key=lambda r: r['fd'])
+  if not _GRID.value:
+    return grid
+  try:
+    override = json.loads(_GRID.value)
+  except json.JSONDecodeError as e:
+    raise errors.UserError(f'--grid is not JSON ({e}); write e.g. '
+                           '\'{"cfg_init": [3, 4]}\'') from None
+  if not isinstance(override, dict) or set(override) != set(grid):
+    raise errors.UserError(f'--grid must give values for exactly '
+                           f'{sorted(grid)}, got {override!r}.')
+  return {k: tuple(float(v) if isinstance(v, (int, float)) else v
+                   for v in override[k]) for k in grid}
+
+
+def _earlier_trials(identity: dict, steps: int) -> list[dict]:
+  """Trials of a finished tune of the same weights in --out (else [])."""
+  if not os.path.exists(_OUT.value):
+    return []
+  with open(_OUT.value) as f:
+    old = json.load(f)
+  same = (old.get('weights_digest') == identity['weights_digest'] and
+          old.get('steps') == steps and old.get('seed') == TUNE_SEED and
+          old.get('num') == TUNE_NUM)
+  return old['trials'] if same else []
+
+
+def tune(steps: int, write) -> dict:
+  """FD-FMNIST of every grid point on seed 100; returns the best point.
+
+  Then, for --expand rounds, the best point's neighbours
+  (`tuning.neighbourhood`),
+  until they are all sampled: the tuned schedule is a local optimum of the
+  constants, not a grid's corner. Trials already in --out (same weights,
+  steps, seed and size) are kept and not sampled again, and `write` gets
+  the result after every trial, so an interrupted tune resumes and a
+  second grid extends the first; the best is chosen over all trials.
+  """
+  evaluator = evaluate.Evaluator.create('fmnist-test')
+  grid = _grid()
   identity = _generator(steps)[0].identity()
-  return dict(weights=identity['weights'],
-              weights_digest=identity['weights_digest'], steps=steps,
-              seed=TUNE_SEED, num=TUNE_NUM, trials=trials,
-              best={k: best[k] for k in grid}, best_fd=best['fd'])
+  trials = _earlier_trials(identity, steps)
+
+  def result():
+    best = min(trials, key=lambda r: r['fd'])
+    return dict(weights=identity['weights'],
+                weights_digest=identity['weights_digest'], steps=steps,
+                seed=TUNE_SEED, num=TUNE_NUM, trials=trials,
+                best={k: best[k] for k in grid}, best_fd=best['fd'])
+
+  def run(values_grid: dict) -> int:
+    done = {tuple(float(t[k]) if isinstance(t[k], (int, float)) else t[k]
+                  for k in grid) for t in trials}
+    new = 0
+    for values in itertools.product(*values_grid.values()):
+      if values in done:
+        continue
+      point = dict(zip(grid, values))
+      gen, params = _generator(steps, point)
+      images, labels = sample.generate_with(gen, params, TUNE_NUM,
+                                            TUNE_SEED)
+      fd = evaluator(images, labels)['fd']
+      trials.append(dict(point, fd=fd))
+      new += 1
+      print(f'T={steps} {point} FD {fd:.3f}', flush=True)
+      write(result())
+    return new
+
+  run(grid)
+  for _ in range(_EXPAND.value):
+    if not run(tuning.neighbourhood(
+        grid, trials, result()['best'], UPPER.get(_GENERATOR.value, {}))):
+      break
+  else:
+    if _EXPAND.value:
+      print(f'--expand={_EXPAND.value} rounds ended before the best point\'s '
+            'neighbours were all sampled; run again to go on.', flush=True)
+  return result()
 
 
 def evaluate_method(method: str, steps: int, seeds: list[int], num: int
@@ -147,12 +225,13 @@ def main(argv):
   del argv
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   if _STAGE.value == 'tune':
-    # Tuned first, written after (then atomically): an interrupted tune
-    # must not leave an empty file where a shipped tuned asset was.
-    result = tune(_STEPS.value)
-    with open(_OUT.value + '.tmp', 'w') as f:
-      json.dump(result, f, indent=1)
-    os.replace(_OUT.value + '.tmp', _OUT.value)
+    # Written atomically after every trial: an interrupted tune leaves the
+    # best so far (never an empty file where a shipped tuned asset was).
+    def write(result):
+      with open(_OUT.value + '.tmp', 'w') as f:
+        json.dump(result, f, indent=1)
+      os.replace(_OUT.value + '.tmp', _OUT.value)
+    write(tune(_STEPS.value, write))
   elif _STAGE.value == 'eval':
     row = evaluate_method(_METHOD.value, _STEPS.value,
                           [int(s) for s in _SEEDS.value], _NUM.value)

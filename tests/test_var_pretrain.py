@@ -13,6 +13,7 @@ from adagen_jax import errors
 from adagen_jax import generators
 from adagen_jax import sample
 from adagen_jax.configs import shipped
+from adagen_jax.data import fashion_mnist
 from adagen_jax.generators import var
 from adagen_jax.pretrain import common
 from adagen_jax.pretrain import var as var_pretrain
@@ -69,7 +70,8 @@ def test_teacher_inputs_of_tokenized_ids(vae):
   module, variables, images = vae
   ids = var_pretrain.tokenize(module, variables, np.asarray(images), batch=2)
   assert ids.shape == (3, 1 + 4 + 49) and ids.dtype == np.int32
-  scales = var_pretrain._split_scales(jnp.asarray(ids), (1, 2, 7))  # pylint: disable=protected-access
+  split = var_pretrain._split_scales  # pylint: disable=protected-access
+  scales = split(jnp.asarray(ids), (1, 2, 7))
   assert [s.shape[1] for s in scales] == [1, 4, 49]
   x_in = module.apply(variables, scales, method=module.teacher_inputs)
   assert x_in.shape == (3, 4 + 49, 4)
@@ -88,6 +90,24 @@ def test_train_writes_an_asset_that_samples(tmp_path):
   assert 0.0 <= images.min() and images.max() <= 1.0
   again = var_pretrain.train(config, str(tmp_path / 'work'))
   assert again['training'] == meta['training']
+
+
+def test_vqvae_only_scores_reconstructions_and_writes_no_asset(
+    tmp_path, monkeypatch):
+  # 512 test images: the trainer's path, not its data volume.
+  load = fashion_mnist.load
+  monkeypatch.setattr(fashion_mnist, 'load', lambda *a, **k: tuple(
+      x[:512] for x in load(*a, **k)))
+  config = _tiny_config()
+  config.output = str(tmp_path / 'fmnist_var.msgpack')
+  config.vqvae_only = True
+  out = var_pretrain.train(config, str(tmp_path / 'work'))
+  rec = out['reconstruction']
+  # Three steps of a 16-code VQVAE reconstruct nothing like the data.
+  assert np.isfinite(rec['fd']) and rec['fd'] > 1.0
+  assert out['vqvae_minutes'] >= 0.0
+  assert not os.path.exists(config.output)
+  assert os.path.exists(str(tmp_path / 'work' / 'vqvae.msgpack'))
 
 
 def test_missing_shipped_var_says_how_to_train_it():

@@ -20,10 +20,14 @@ smoothing, labels dropped to the null class with p_uncond for guidance,
 AdamW, an EMA of the weights (what ships).
 
 Each stage keeps its result in WORKDIR ({vqvae,var}.msgpack); a rerun reuses
-finished stages. Outputs: config.output (default assets/fmnist_var.msgpack)
-holds the transformer, the same name with _vqvae the VQVAE, and a JSON with
-the `generator` section that samples them and what was measured (with
-config.eval.num > 0: FD-FMNIST etc. of the hand-crafted sampler, per seed).
+finished stages. With config.vqvae_only the run stops after stage 1 and
+scores the VQVAE's reconstructions of the test split (about the best FD
+the samples can reach; no asset is written), so the tokenizer can be
+checked before the transformer's hours. Outputs: config.output (default
+assets/fmnist_var.msgpack) holds the transformer, the same name with _vqvae
+the VQVAE, and a JSON with the `generator` section that samples them and
+what was measured (with config.eval.num > 0: FD-FMNIST etc. of the
+reconstructions and of the hand-crafted sampler, per seed).
 """
 
 from __future__ import annotations
@@ -160,6 +164,22 @@ def train_vqvae(config, images: np.ndarray, workdir: str) -> dict | None:
   return None if state is None else {'params': jax.device_get(state.params)}
 
 
+def reconstruction_metrics(vae: var_vqvae.VQVAE, variables,
+                           images: np.ndarray, labels: np.ndarray,
+                           evaluator) -> dict:
+  """Evaluator metrics of the VQVAE's reconstructions of `images`.
+
+  Samples are decoded by the same VQVAE, so this is about the best FD the
+  transformer's samples can reach.
+  """
+  recon = jax.jit(lambda v, x: vae.apply(v, x)[0])
+  recons = np.concatenate([np.asarray(recon(variables, images[i:i + 1000]))
+                           for i in range(0, images.shape[0], 1000)])
+  metrics = evaluator(recons, labels)
+  logging.info('VQVAE reconstructions of the test split: %s', metrics)
+  return metrics
+
+
 def tokenize(vae: var_vqvae.VQVAE, variables, images: np.ndarray,
              batch: int = 1000) -> np.ndarray:
   """float32 [N, 28, 28, 1] -> int32 [N, L]: every scale's ids, in order."""
@@ -258,9 +278,13 @@ def evaluate_model(config, gen_config, workdir: str) -> dict:
                                    cfg.batch, 'var') for seed in cfg.seeds]
   # Imported here: the evaluation network is not needed for training.
   from adagen_jax import evaluate  # pylint: disable=g-import-not-at-top
-  evaluator = evaluate.Evaluator.create('fmnist-test', config.data_dir or None)
+  data_dir = config.data_dir or None
+  evaluator = evaluate.Evaluator.create('fmnist-test', data_dir)
+  test_x, test_y = fashion_mnist.load('test', data_dir)
   return {'num_samples': cfg.num, 'seeds': list(cfg.seeds),
           'reference': 'fmnist-test',
+          'reconstruction': reconstruction_metrics(
+              generator.vae, params['vae'], test_x, test_y, evaluator),
           f'T{generator.num_steps}': common.sample_metrics(evaluator,
                                                            samples)}
 
@@ -295,6 +319,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if vae_vars is None:  # preempted
     return {}
   _, vae = var.modules_from_config(generator_config(config, ''))
+  if config.get('vqvae_only', False):
+    # Tokenizer check before the transformer's hours: score the
+    # reconstructions, write no asset.
+    from adagen_jax import evaluate  # pylint: disable=g-import-not-at-top
+    return {'vqvae_minutes': vq_meta['minutes'],
+            'reconstruction': reconstruction_metrics(
+                vae, vae_vars, test_x, test_y,
+                evaluate.Evaluator.create('fmnist-test', data_dir))}
 
   def stage2():
     ids = tokenize(vae, vae_vars, train_x)
