@@ -67,7 +67,11 @@ _LAM_ROWS = flags.DEFINE_string('lam_rows', None, 'Lambda rows file of '
                                 '--stage=report.')
 _FIGURES = flags.DEFINE_string('figures', 'docs/figures', 'PNG folder.')
 
-_PREFIX = 'fmnist_maskgit_T8'
+
+
+def _prefix() -> str:
+  """Figure name prefix of --steps (its figures never overwrite another T's)."""
+  return f'fmnist_maskgit_T{_STEPS.value}'
 
 
 def _generator(steps: int):
@@ -165,7 +169,7 @@ def run_lam(policy: str, fidelity: str, steps: int, lams: list[float],
             f'{evaluate.format_metrics(per_seed[-1])}', flush=True)
       if seed == seeds[0]:
         images_lib.save_grid(
-            os.path.join(figures, f'{_PREFIX}_lam{lam:g}.png'),
+            os.path.join(figures, f'{_prefix()}_lam{lam:g}.png'),
             images[:100], nrow=gen.num_classes, upscale=2)
     rows.append(rows_lib.summarise(
         per_seed, stage='lam', policy=os.path.abspath(policy),
@@ -196,22 +200,23 @@ def report(rows_file: str, lam_file: str | None, figures: str) -> str:
       xs, ys = curves.setdefault(name, ([], []))
       xs.append(c['generator_transitions'])
       ys.append(r['fd']['mean'])
-    fig = os.path.join(figures, f'{_PREFIX}_best_of_n.png')
+    fig = os.path.join(figures, f'{_prefix()}_best_of_n.png')
+    max_n = max(r['best_of'] for r in rows)
     plots.plot_curves(fig, curves, 'generator transitions per sample',
                       'FD-FMNIST (lower is better)',
-                      'best-of-N (N = 1..6) and lookahead')
+                      f'best-of-N (N = 1..{max_n}) and lookahead')
     out += ['\n'.join(lines), f'Plot: {fig}']
   if lam_file:
     lam_rows = sorted(rows_lib.read(lam_file), key=lambda r: r['lam'])
     lines = ['| lambda | ' + metrics, '|---' * 5 + '|']
     lines += [f'| {r["lam"]:g} | {rows_lib.cells(r)} |' for r in lam_rows]
     lams = [r['lam'] for r in lam_rows]
-    fig = os.path.join(figures, f'{_PREFIX}_lam_tradeoff.png')
+    fig = os.path.join(figures, f'{_prefix()}_lam_tradeoff.png')
     plots.plot_curves(fig, {m: (lams, [r[m]['mean'] for r in lam_rows])
                             for m in ('precision', 'recall', 'label_acc')},
                       'lambda (0: main policy, 1: fidelity policy)',
                       'metric', 'fidelity-diversity blend')
-    fd_fig = os.path.join(figures, f'{_PREFIX}_lam_fd.png')
+    fd_fig = os.path.join(figures, f'{_prefix()}_lam_fd.png')
     plots.plot_curves(fd_fig, {'FD-FMNIST': (lams, [r['fd']['mean']
                                                     for r in lam_rows])},
                       'lambda', 'FD-FMNIST', 'fidelity-diversity blend')

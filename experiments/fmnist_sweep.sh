@@ -61,6 +61,23 @@ declare -A FLAGS=(
     --config.ppo.table_learning_rate=0.01'
   [table_group_tuned_nonadaptive]='--config.ppo.group_size=4 --config.policy.table_init=tuned
     --config.ppo.table_learning_rate=0.01 --config.policy.kind=nonadaptive'
+  # The table frozen at the tuned schedule (learning rate 0): the network
+  # learns only each sample's deviation from it, so the schedule-wide part
+  # cannot drift with the reward's noise.
+  [table_group_frozen]='--config.ppo.group_size=4 --config.policy.table_init=tuned
+    --config.ppo.table_learning_rate=0.0'
+  # From the tuned schedule with the reward backbone's class confidence
+  # added at equal weight (as CPU_FD_CONTRAST_CONF): at T=8 the FD reward
+  # alone trades label accuracy for recall.
+  [table_group_tuned_conf1]='--config.ppo.group_size=4 --config.policy.table_init=tuned
+    --config.ppo.table_learning_rate=0.01 --config.reward.static_weight=1.0
+    --config.reward.static_backbone=fmnist'
+  # The same with the SiT's reward (CPU_FD_CONTRAST_CONF: FD on ContrastNet
+  # stage 0 + DiscBackbone's class confidence).
+  [table_group_tuned_contrast0_conf1]='--config.ppo.group_size=4 --config.policy.table_init=tuned
+    --config.ppo.table_learning_rate=0.01 --config.reward.backbone=fmnist_contrast
+    --config.reward.feature_index=0 --config.reward.static_weight=1.0
+    --config.reward.static_backbone=fmnist'
   # The FD reward on DiscBackbone's last block (experiment.CPU_FD_TABLE's;
   # for the configs on ContrastNet).
   [table_disc]='--config.reward.backbone=fmnist --config.reward.feature_index=-1'
@@ -107,6 +124,9 @@ declare -A NAMES=(
   [table_group_nonadaptive]='AdaGen non-adaptive, FD reward, group baseline (G=4)'
   [table_group_tuned]='AdaGen, FD reward, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_nonadaptive]='AdaGen non-adaptive, FD reward, group baseline (G=4), table from the tuned schedule'
+  [table_group_frozen]='AdaGen, FD reward, group baseline (G=4), table frozen at the tuned schedule'
+  [table_group_tuned_conf1]='AdaGen, FD reward + 1.0 x class confidence, group baseline (G=4), table from the tuned schedule'
+  [table_group_tuned_contrast0_conf1]='AdaGen, FD on ContrastNet stage 0 + 1.0 x class confidence, group baseline (G=4), table from the tuned schedule'
   [table_fidx1]='AdaGen, FD reward on reward-backbone block 1, step table'
   [table_fidx2]='AdaGen, FD reward on reward-backbone block 2, step table'
   [table_fidx3]='AdaGen, FD reward on reward-backbone block 3, step table'
