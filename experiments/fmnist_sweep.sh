@@ -72,8 +72,14 @@ declare -A FLAGS=(
   [table_group_tuned_conf1]='--config.ppo.group_size=4 --config.policy.table_init=tuned
     --config.ppo.table_learning_rate=0.01 --config.reward.static_weight=1.0
     --config.reward.static_backbone=fmnist'
+  # The same at a third of the weight: at 1.0 the confidence drives the
+  # token sampling temperature to 0.2-0.4 and recall to 0.33 at T=8.
+  [table_group_tuned_conf03]='--config.ppo.group_size=4 --config.policy.table_init=tuned
+    --config.ppo.table_learning_rate=0.01 --config.reward.static_weight=0.3
+    --config.reward.static_backbone=fmnist'
   # The same with the SiT's reward (CPU_FD_CONTRAST_CONF: FD on ContrastNet
   # stage 0 + DiscBackbone's class confidence).
+  [table_group_tuned_conf03]='AdaGen, FD reward + 0.3 x class confidence, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_contrast0_conf1]='--config.ppo.group_size=4 --config.policy.table_init=tuned
     --config.ppo.table_learning_rate=0.01 --config.reward.backbone=fmnist_contrast
     --config.reward.feature_index=0 --config.reward.static_weight=1.0
@@ -208,7 +214,10 @@ if [[ ${1:-} == --run ]]; then  # one job on core $2 (xargs calls this)
   run_job "$@"
   exit 0
 fi
+# `; exit` on the pipeline's own line: bash parses both before running
+# them, so the sweep never reads this file again and it may be edited (new
+# variants) while a sweep runs.
 { if (( $# )); then printf '%s\n' "$@"; else default_jobs; fi; } |
   RUNS=$runs GENERATOR=$gen xargs -P "$parallel" -L1 --process-slot-var=SLOT \
     sh -c 'exec bash "$0" "$RUNS" '"$parallel"' --run "$SLOT" "$@"' \
-    "$0"
+    "$0"; exit
