@@ -29,7 +29,6 @@ cd "$(dirname "$0")/.."
 runs=${1:-runs/sweep}
 parallel=${2:-1}
 shift $(( $# < 2 ? $# : 2 ))
-mkdir -p "$runs"
 gen=${GENERATOR:-maskgit}
 case $gen in
   # MaskGIT, SiT and DiT: their configs' recipe (experiment.CPU_FD_*).
@@ -79,7 +78,6 @@ declare -A FLAGS=(
     --config.reward.static_backbone=fmnist'
   # The same with the SiT's reward (CPU_FD_CONTRAST_CONF: FD on ContrastNet
   # stage 0 + DiscBackbone's class confidence).
-  [table_group_tuned_conf03]='AdaGen, FD reward + 0.3 x class confidence, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_contrast0_conf1]='--config.ppo.group_size=4 --config.policy.table_init=tuned
     --config.ppo.table_learning_rate=0.01 --config.reward.backbone=fmnist_contrast
     --config.reward.feature_index=0 --config.reward.static_weight=1.0
@@ -132,6 +130,7 @@ declare -A NAMES=(
   [table_group_tuned_nonadaptive]='AdaGen non-adaptive, FD reward, group baseline (G=4), table from the tuned schedule'
   [table_group_frozen]='AdaGen, FD reward, group baseline (G=4), table frozen at the tuned schedule'
   [table_group_tuned_conf1]='AdaGen, FD reward + 1.0 x class confidence, group baseline (G=4), table from the tuned schedule'
+  [table_group_tuned_conf03]='AdaGen, FD reward + 0.3 x class confidence, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_contrast0_conf1]='AdaGen, FD on ContrastNet stage 0 + 1.0 x class confidence, group baseline (G=4), table from the tuned schedule'
   [table_fidx1]='AdaGen, FD reward on reward-backbone block 1, step table'
   [table_fidx2]='AdaGen, FD reward on reward-backbone block 2, step table'
@@ -154,6 +153,16 @@ declare -A NAMES=(
   [heuristic]='hand-crafted (reference constants)'
   [tuned]='tuned hand-crafted'
 )
+
+# Every variant has flags and a name (a variant added to one table only
+# would fail hours into a sweep instead of here).
+for v in "${!FLAGS[@]}" "${!NAMES[@]}"; do
+  if [[ $v != heuristic && $v != tuned &&
+        ( -z ${FLAGS[$v]+x} || -z ${NAMES[$v]:-} ) ]]; then
+    echo "fmnist_sweep.sh: variant '$v' needs an entry in both FLAGS and NAMES" >&2
+    exit 2
+  fi
+done
 
 run_job() {  # VARIANT T [SEED]
   if [[ -z ${NAMES[${1:-none}]:-} ]]; then
@@ -214,6 +223,7 @@ if [[ ${1:-} == --run ]]; then  # one job on core $2 (xargs calls this)
   run_job "$@"
   exit 0
 fi
+mkdir -p "$runs"
 # `; exit` on the pipeline's own line: bash parses both before running
 # them, so the sweep never reads this file again and it may be edited (new
 # variants) while a sweep runs.
