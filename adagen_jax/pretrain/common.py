@@ -155,6 +155,9 @@ def run_resumable(name: str, workdir: str, section: ml_collections.ConfigDict,
         return None
       if time.monotonic() - last_save > save_every_s:
         ckpt.save(step + 1, state, config_json)
+        # The curve on disk then ends where the checkpoint does, even if the
+        # run is killed before it can close the writer.
+        writer.flush()
         last_save = time.monotonic()
   if start < section.steps:  # a rerun of a finished stage has saved it
     ckpt.save(section.steps, state, config_json)
