@@ -26,6 +26,7 @@ so this is best-of-N for every N at the cost of the largest, and N = 1 is
 plain sampling with the policy.
 """
 
+import dataclasses
 import functools
 import os
 import time
@@ -138,9 +139,9 @@ def run_best_of(policy: str, steps: int, max_n: int, lookahead: int,
             f'{evaluate.format_metrics(per_n[n][-1])}', flush=True)
   rows = []
   for n, per_seed in per_n.items():
-    cost = refine.refinement_cost(
-        steps, best_of=n, lookahead=lookahead,
-        group_size=refine.reference_size(refinement.reward_model) + 1)
+    # Refinement.cost counts what the reward scores per candidate: the
+    # adversarial heads see its whole group, the FD score one feature vector.
+    cost = dataclasses.replace(refinement, best_of=n).cost()
     rows.append(rows_lib.summarise(
         per_seed, stage='best_of', policy=os.path.abspath(policy),
         steps=steps, best_of=n, lookahead=lookahead,
