@@ -16,6 +16,11 @@ by FeatureNet.
       --fidelity_policy=RUN/fidelity/policy --lams=0,0.25,0.5,0.75,1 \
       --seeds=0,1,2 --num=10000 --out=lam.jsonl --figures=docs/figures
 
+  # Diagnostic: the same candidates kept by FD gain or by typicality (the
+  # Gaussian log-density of the reward features under the real statistics).
+  python experiments/fmnist_refine.py --stage=scores --policy=RUN/policy \
+      --max_n=4 --seeds=0,1,2 --num=2000 --out=scores.jsonl
+
   # Markdown tables and trade-off plots of the rows files.
   python experiments/fmnist_refine.py --stage=report --out=refine.jsonl \
       --lam_rows=lam.jsonl --figures=docs/figures
@@ -46,9 +51,11 @@ from adagen_jax import progress
 from adagen_jax import sample
 from adagen_jax.configs import shipped
 from adagen_jax.rl import refine
+from adagen_jax.rl import rewards as rewards_lib
 import rows as rows_lib
 
-_STAGE = flags.DEFINE_enum('stage', 'best_of', ['best_of', 'lam', 'report'],
+_STAGE = flags.DEFINE_enum('stage', 'best_of',
+                           ['best_of', 'lam', 'scores', 'report'],
                            'What to run.')
 _POLICY = flags.DEFINE_string('policy', None, 'Main policy export folder.')
 _FIDELITY = flags.DEFINE_string('fidelity_policy', None,
@@ -67,12 +74,14 @@ _OUT = flags.DEFINE_string('out', None, 'Rows file (JSON lines).',
 _LAM_ROWS = flags.DEFINE_string('lam_rows', None, 'Lambda rows file of '
                                 '--stage=report.')
 _FIGURES = flags.DEFINE_string('figures', 'docs/figures', 'PNG folder.')
+# Ridge on the real covariance of `log_density`, as a fraction of its mean
+# eigenvalue: near-empty feature directions must not dominate the score.
+_RIDGE = 1e-3
 
 
-
-def _prefix() -> str:
-  """Figure name prefix of --steps (its figures never overwrite another T's)."""
-  return f'fmnist_maskgit_T{_STEPS.value}'
+def _prefix(steps: int) -> str:
+  """Figure name prefix of T (one T's figures never overwrite another's)."""
+  return f'fmnist_maskgit_T{steps}'
 
 
 def _generator(steps: int):
@@ -170,13 +179,66 @@ def run_lam(policy: str, fidelity: str, steps: int, lams: list[float],
             f'{evaluate.format_metrics(per_seed[-1])}', flush=True)
       if seed == seeds[0]:
         images_lib.save_grid(
-            os.path.join(figures, f'{_prefix()}_lam{lam:g}.png'),
+            os.path.join(figures, f'{_prefix(steps)}_lam{lam:g}.png'),
             images[:100], nrow=gen.num_classes, upscale=2)
     rows.append(rows_lib.summarise(
         per_seed, stage='lam', policy=os.path.abspath(policy),
         fidelity_policy=os.path.abspath(fidelity), steps=steps, lam=lam,
         seeds=seeds, num=num))
   return rows
+
+
+def log_density(features: jax.Array, mu: jax.Array,
+                sigma: jax.Array) -> jax.Array:
+  """float32 [M]: Gaussian log-density (up to a constant) of features [M, D]."""
+  d = mu.shape[0]
+  prec = jnp.linalg.inv(sigma + _RIDGE * jnp.trace(sigma) / d * jnp.eye(d))
+  z = features - mu
+  return -0.5 * jnp.einsum('bi,ij,bj->b', z, prec, z)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _typicality(reward_model, reward_state, images):
+  """float32 [M]: log-density of images' reward features (never FeatureNet)."""
+  return log_density(reward_model.pooled(reward_state.frozen, images),
+                     *reward_model.real_stats(reward_state))
+
+
+def run_scores(policy: str, steps: int, max_n: int, seeds: list[int],
+               num: int, batch: int) -> list[dict]:
+  """Best-of-N of an FD-reward policy kept by FD gain or by typicality.
+
+  The FD gain over fixed reference samples is the training reward with the
+  batch-mates held fixed; typicality is the Gaussian log-density of the
+  candidate's reward features under the real statistics the FD reward
+  holds. One row per (score, N), both over the same candidates.
+  """
+  gen, gen_params = _generator(steps)
+  refinement, variables = refine.load_refinement(policy, gen,
+                                                 best_of=max(max_n, 2))
+  model, state = refinement.reward_model, variables['reward']
+  if not isinstance(model, rewards_lib.FDReward):
+    raise errors.UserError(f'--stage=scores needs a policy trained with the '
+                           f'FD reward; {policy} was not.')
+  evaluator = evaluate.Evaluator.create('fmnist-test')
+  per = {}  # (score, N) -> per-seed metrics
+  for seed in seeds:
+    images, gain, labels = scored_candidates(
+        refinement, variables, gen_params, num, seed, max_n, batch)
+    flat = images.reshape((-1,) + images.shape[2:])
+    density = np.concatenate([
+        np.asarray(_typicality(model, state, flat[i:i + batch * max_n]))
+        for i in range(0, flat.shape[0], batch * max_n)]).reshape(gain.shape)
+    for name, score in (('fd_gain', gain), ('log_density', density)):
+      for n in range(1, max_n + 1):
+        per.setdefault((name, n), []).append(
+            evaluator(best_prefix(images, score, n), labels))
+        print(f'seed {seed} {name} best-of-{n}: '
+              f'{evaluate.format_metrics(per[name, n][-1])}', flush=True)
+  return [rows_lib.summarise(metrics, stage='best_of_score',
+                             policy=os.path.abspath(policy), steps=steps,
+                             score=name, best_of=n, seeds=seeds, num=num)
+          for (name, n), metrics in per.items()]
 
 
 def report(rows_file: str, lam_file: str | None, figures: str) -> str:
@@ -201,7 +263,7 @@ def report(rows_file: str, lam_file: str | None, figures: str) -> str:
       xs, ys = curves.setdefault(name, ([], []))
       xs.append(c['generator_transitions'])
       ys.append(r['fd']['mean'])
-    fig = os.path.join(figures, f'{_prefix()}_best_of_n.png')
+    fig = os.path.join(figures, f'{_prefix(rows[0]["steps"])}_best_of_n.png')
     max_n = max(r['best_of'] for r in rows)
     plots.plot_curves(fig, curves, 'generator transitions per sample',
                       'FD-FMNIST (lower is better)',
@@ -212,12 +274,13 @@ def report(rows_file: str, lam_file: str | None, figures: str) -> str:
     lines = ['| lambda | ' + metrics, '|---' * 5 + '|']
     lines += [f'| {r["lam"]:g} | {rows_lib.cells(r)} |' for r in lam_rows]
     lams = [r['lam'] for r in lam_rows]
-    fig = os.path.join(figures, f'{_prefix()}_lam_tradeoff.png')
+    prefix = _prefix(lam_rows[0]['steps'])
+    fig = os.path.join(figures, f'{prefix}_lam_tradeoff.png')
     plots.plot_curves(fig, {m: (lams, [r[m]['mean'] for r in lam_rows])
                             for m in ('precision', 'recall', 'label_acc')},
                       'lambda (0: main policy, 1: fidelity policy)',
                       'metric', 'fidelity-diversity blend')
-    fd_fig = os.path.join(figures, f'{_prefix()}_lam_fd.png')
+    fd_fig = os.path.join(figures, f'{prefix}_lam_fd.png')
     plots.plot_curves(fd_fig, {'FD-FMNIST': (lams, [r['fd']['mean']
                                                     for r in lam_rows])},
                       'lambda', 'FD-FMNIST', 'fidelity-diversity blend')
@@ -237,6 +300,9 @@ def main(argv):
   if _STAGE.value == 'best_of':
     new = run_best_of(_POLICY.value, _STEPS.value, _MAX_N.value,
                       _LOOKAHEAD.value, seeds, _NUM.value, _BATCH.value)
+  elif _STAGE.value == 'scores':
+    new = run_scores(_POLICY.value, _STEPS.value, _MAX_N.value, seeds,
+                     _NUM.value, _BATCH.value)
   else:
     if not _FIDELITY.value:
       raise errors.UserError('--stage=lam needs --fidelity_policy.')

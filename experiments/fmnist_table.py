@@ -134,8 +134,8 @@ def tune(steps: int, write) -> dict:
   """FD-FMNIST of every grid point on seed 100; returns the best point.
 
   Then, for --expand rounds, the best point's neighbours
-  (`tuning.neighbourhood`), until they are all sampled: the tuned schedule is a local optimum of the
-  constants, not a grid's corner. Trials already in --out (same weights,
+  (`tuning.neighbourhood`), until they are all sampled: the tuned schedule
+  is a local optimum of the constants, not a grid's corner. Trials already in --out (same weights,
   steps, seed and size) are kept and not sampled again, and `write` gets
   the result after every trial, so an interrupted tune resumes and a
   second grid extends the first; the best is chosen over all trials.
