@@ -7,11 +7,12 @@
       --num=10000 --seed=0 --policy=heuristic --out=/tmp/var.npz
 
 One policy decision per scale (6 scales: 1, 2, 3, 4, 5, 7): guidance, top-k,
-top-p and sampling temperature per sample. The first command trains the
-model (adagen_jax/assets/fmnist_var*); without it the others stop with that
-command. RL settings are the 2-core CPU ones of the embedded default
-(adagen_jax/configs/default.py); for a GPU raise ppo.trajectories and
-num_iterations.
+top-p and sampling temperature per sample. The first command retrains the
+shipped model (adagen_jax/assets/fmnist_var*). RL settings: the MaskGIT's
+2-core CPU recipe (experiment.CPU_FD_TABLE: 60 PPO iterations of 256
+trajectories, FD on DiscBackbone's last block, never the evaluation
+network, a per-step table beside the policy network); for a GPU raise
+ppo.trajectories and num_iterations.
 """
 
 from adagen_jax.configs import experiment
@@ -21,4 +22,4 @@ from adagen_jax.configs import shipped
 def get_config(arg=None):
   return experiment.adagen_config(
       shipped.fmnist_var_generator(), arg,
-      overrides=experiment.CPU_RL)
+      overrides=experiment.CPU_FD_TABLE)

@@ -19,7 +19,8 @@
 #
 # RUNS (default runs/sweep) holds one workdir per run, its log and rows.jsonl.
 # PARALLEL jobs run at once, each pinned to its own core (taskset; cores
-# FIRST_CORE, FIRST_CORE + 1, ...) so they do not fight over the same cores.
+# FIRST_CORE, FIRST_CORE + 1, ...) so they do not fight over the same cores;
+# one job is pinned only where FIRST_CORE is set.
 # JOBs are 'VARIANT T SEED' (or 'heuristic T' / 'tuned T'); the default list,
 # in priority order, is printed by `JOBS=list`. A run whose policy exists is not retrained and a job already
 # evaluated is skipped, so an interrupted sweep is resumed by running the same
@@ -31,11 +32,11 @@ parallel=${2:-1}
 shift $(( $# < 2 ? $# : 2 ))
 gen=${GENERATOR:-maskgit}
 case $gen in
-  # MaskGIT, SiT and DiT: their configs' recipe (experiment.CPU_FD_*).
+  # Their configs' recipe (experiment.CPU_FD_*).
   maskgit|sit|dit) prefix=${gen}_ config=--config=configs/fmnist_$gen.py
     step_counts='4 8' variants='table table_nonadaptive' ;;
   var) prefix=${gen}_ config=--config=configs/fmnist_$gen.py
-    step_counts=6 variants='adversarial nonadaptive' ;;  # a step per scale
+    step_counts=6 variants='table table_nonadaptive' ;;  # a step per scale
   *) echo "GENERATOR=$gen; use maskgit, sit, dit or var" >&2; exit 2 ;;
 esac
 
@@ -82,6 +83,11 @@ declare -A FLAGS=(
     --config.ppo.table_learning_rate=0.01 --config.reward.backbone=fmnist_contrast
     --config.reward.feature_index=0 --config.reward.static_weight=1.0
     --config.reward.static_backbone=fmnist'
+  # DIAGNOSTIC, never shipped: table_group_tuned with the FD reward on
+  # FeatureNet against training-split reals (the evaluation network). Does
+  # the machinery gain from the tuned optimum when the reward is aligned?
+  [diag_group_tuned]='--config.ppo.group_size=4 --config.policy.table_init=tuned
+    --config.ppo.table_learning_rate=0.01 --config.reward.backbone=featurenet_diagnostic'
   # The FD reward on DiscBackbone's last block (experiment.CPU_FD_TABLE's;
   # for the configs on ContrastNet).
   [table_disc]='--config.reward.backbone=fmnist --config.reward.feature_index=-1'
@@ -132,6 +138,7 @@ declare -A NAMES=(
   [table_group_tuned_conf1]='AdaGen, FD reward + 1.0 x class confidence, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_conf03]='AdaGen, FD reward + 0.3 x class confidence, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_contrast0_conf1]='AdaGen, FD on ContrastNet stage 0 + 1.0 x class confidence, group baseline (G=4), table from the tuned schedule'
+  [diag_group_tuned]='DIAGNOSTIC (never shipped): FD on FeatureNet, training split, group baseline (G=4), table from the tuned schedule'
   [table_fidx1]='AdaGen, FD reward on reward-backbone block 1, step table'
   [table_fidx2]='AdaGen, FD reward on reward-backbone block 2, step table'
   [table_fidx3]='AdaGen, FD reward on reward-backbone block 3, step table'
@@ -215,7 +222,7 @@ default_jobs() {
 
 if [[ ${JOBS:-} == list ]]; then default_jobs; exit 0; fi
 if [[ ${1:-} == --run ]]; then  # one job on core $2 (xargs calls this)
-  if (( parallel > 1 )); then
+  if (( parallel > 1 )) || [[ -n ${FIRST_CORE:-} ]]; then
     taskset -cp $(( ${FIRST_CORE:-0} + $2 )) $$ > /dev/null ||
       echo "not pinned: core $(( ${FIRST_CORE:-0} + $2 )) is missing" >&2
   fi
