@@ -88,6 +88,11 @@ declare -A FLAGS=(
   # the machinery gain from the tuned optimum when the reward is aligned?
   [diag_group_tuned]='--config.ppo.group_size=4 --config.policy.table_init=tuned
     --config.ppo.table_learning_rate=0.01 --config.reward.backbone=featurenet_diagnostic'
+  # From the tuned schedule with the FD reward on DiscBackbone's block 3,
+  # which ranks samples most like FeatureNet (Spearman +0.78 against the
+  # diagnostic, docs/experiments/maskgit14_T8_rewards.md).
+  [table_group_tuned_fidx3]='--config.ppo.group_size=4 --config.policy.table_init=tuned
+    --config.ppo.table_learning_rate=0.01 --config.reward.feature_index=3'
   # The FD reward on DiscBackbone's last block (experiment.CPU_FD_TABLE's;
   # for the configs on ContrastNet).
   [table_disc]='--config.reward.backbone=fmnist --config.reward.feature_index=-1'
@@ -139,6 +144,7 @@ declare -A NAMES=(
   [table_group_tuned_conf03]='AdaGen, FD reward + 0.3 x class confidence, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_contrast0_conf1]='AdaGen, FD on ContrastNet stage 0 + 1.0 x class confidence, group baseline (G=4), table from the tuned schedule'
   [diag_group_tuned]='DIAGNOSTIC (never shipped): FD on FeatureNet, training split, group baseline (G=4), table from the tuned schedule'
+  [table_group_tuned_fidx3]='AdaGen, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule'
   [table_fidx1]='AdaGen, FD reward on reward-backbone block 1, step table'
   [table_fidx2]='AdaGen, FD reward on reward-backbone block 2, step table'
   [table_fidx3]='AdaGen, FD reward on reward-backbone block 3, step table'

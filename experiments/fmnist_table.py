@@ -84,9 +84,9 @@ GRIDS = {
     'dit': dict(cfg_init=(0.0, 0.5, 1.0, 1.5, 2.5, 4.0),
                 schedule=('reference', 'logsnr'), t_start=(0.9, 1.0)),
     # Guidance (VAR's ramp to it), top-k (the published 112 of 512 codes,
-    # a quarter of it, all), top-p and the sampling temperature: on the
-    # MaskGIT the optimum sampled colder than the reference.
-    'var': dict(cfg=(1.0, 1.5, 2.5, 4.0), top_k=(32.0, 112.0, 512.0),
+    # or all), top-p and the sampling temperature: on the MaskGIT the
+    # optimum sampled colder than the reference.
+    'var': dict(cfg=(1.0, 1.5, 2.5, 4.0), top_k=(112.0, 512.0),
                 top_p=(0.96, 1.0), samp_temp=(0.8, 1.0)),
 }
 # Largest values a tune may extend a constant to (`tuning.neighbourhood`): the

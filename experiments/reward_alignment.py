@@ -6,8 +6,9 @@ r"""How each reward ranks samples, against the evaluation network (issue 19).
       --num=2048 --out=docs/results/reward_alignment_dit_T4.json
 
 Draws `--num` samples of a shipped Fashion-MNIST generator with the PPO
-exploration distribution around the hand-crafted schedule (raw actions
-~ N(0, sigma^2) per sample and step, the default run's first iterations),
+exploration distribution around the hand-crafted schedule, or with
+--center=tuned around the shipped tuned one (raw actions ~ N(0, sigma^2)
+per sample and step, the default run's first iterations),
 so samples differ both in noise and in schedule. Each reward scores them
 as training would (batches of `--batch`; the adversarial reward is a
 discriminator trained against these exploring samples for as many steps
@@ -65,6 +66,10 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 _CONTRAST = flags.DEFINE_bool('contrast', False, 'Also the FD rewards on '
                               'each stage of ContrastNet (the '
                               'self-supervised reward backbone).')
+_CENTER = flags.DEFINE_enum(
+    'center', 'heuristic', ['heuristic', 'tuned'], 'The schedule the '
+    'exploration is centred on: the reference constants, or the shipped '
+    'tuned ones (where a policy started at the tuned schedule explores).')
 _OUT = flags.DEFINE_string('out', None, 'Output JSON.', required=True)
 
 
@@ -104,6 +109,8 @@ def _trained_discriminator(model, reward_cfg, iterations, explore, reals,
 def main(argv):
   del argv
   gen_config = shipped.fmnist_generator(_GENERATOR.value, _STEPS.value)
+  if _CENTER.value == 'tuned':
+    gen_config = sample.tuned_section(gen_config)
   gen, params = generators.build(gen_config)
   # The policies' 2-core CPU settings (experiment.CPU_RL).
   config = experiment.adagen_config(
@@ -204,7 +211,8 @@ def main(argv):
                                              np.linalg.norm(ref_grad)))
             for n, p in pushes.items()}
   out = dict(
-      generator=_GENERATOR.value, steps=_STEPS.value, num=_NUM.value, sigma=_SIGMA.value,
+      generator=_GENERATOR.value, steps=_STEPS.value, center=_CENTER.value,
+      num=_NUM.value, sigma=_SIGMA.value,
       batch=_BATCH.value, actions=list(gen.action_spec.names),
       spearman=spearman, cosine_to_diagnostic_gradient=cosine,
       pushes={n: p.round(4).tolist() for n, p in pushes.items()})
