@@ -160,13 +160,15 @@ def _assert_trained_alike(params_a, params_b, adam_state_a):
   """Parameters agree to rtol 1e-4 and a per-leaf atol, except gradient-free
   ones.
 
-  The atol is 1e-3 of the leaf's largest magnitude, at least 1e-5: the two
+  The atol is 1e-2 of the leaf's largest magnitude, at least 1e-5: the two
   runs reduce across devices in another order, and Adam turns the
   round-off of an entry whose gradient is near zero into a step of full
-  size. Measured on the 2-core CPU (jax 0.10.2; the same before and after
-  this tolerance was set): 3 of the 512 entries of the critic's adaLN
-  modulation kernel 1.7e-6 apart (leaf scale 3e-3), the critic's output
-  bias 3.8e-6 apart; every other leaf within rtol 1e-4, atol 1e-6.
+  size. Measured on the 2-core CPU (jax 0.10.2): the same 3 of the 512
+  entries of the critic's adaLN modulation kernel (one column) 1.7e-6
+  apart in one run and 1.2e-5 in another (leaf scale 4e-3), the critic's
+  output bias 3.8e-6 apart; every other leaf within rtol 1e-4, atol 1e-6.
+  A real divergence (a gradient not averaged over processes) moves every
+  entry by Adam's full step, far above this.
 
   A bias followed by a normalisation (the discriminator's conv biases) has
   gradient 0 up to round-off, which Adam rescales into full-size steps; such
@@ -180,7 +182,7 @@ def _assert_trained_alike(params_a, params_b, adam_state_a):
     if np.max(v) <= 1e-18:
       assert jax.tree_util.keystr(path).endswith("['bias']"), path
       continue
-    atol = max(1e-5, 1e-3 * float(np.max(np.abs(x))))
+    atol = max(1e-5, 1e-2 * float(np.max(np.abs(x))))
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=atol,
                                err_msg=jax.tree_util.keystr(path))
 
