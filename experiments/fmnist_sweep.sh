@@ -32,13 +32,13 @@ parallel=${2:-1}
 shift $(( $# < 2 ? $# : 2 ))
 gen=${GENERATOR:-maskgit}
 case $gen in
-  # Their configs' recipe (experiment.CPU_FD_*).
-  maskgit|sit|dit) prefix=${gen}_ config=--config=configs/fmnist_$gen.py
-    step_counts='4 8' variants='table table_nonadaptive' ;;
-  var) prefix=${gen}_ config=--config=configs/fmnist_$gen.py
-    step_counts=6 variants='table table_nonadaptive' ;;  # a step per scale
+  maskgit|sit|dit) step_counts='4 8' ;;
+  var) step_counts=6 ;;  # a step per scale
   *) echo "GENERATOR=$gen; use maskgit, sit, dit or var" >&2; exit 2 ;;
 esac
+# Each generator's config and its recipe (experiment.CPU_FD_*).
+prefix=${gen}_ config=--config=configs/fmnist_$gen.py
+variants='table table_nonadaptive'
 
 # What each variant adds to its generator's config.
 # The adversarial discriminator of the shipped policies: 3 steps, lr 3e-4.
