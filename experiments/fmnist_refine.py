@@ -74,7 +74,7 @@ _OUT = flags.DEFINE_string('out', None, 'Rows file (JSON lines).',
 _LAM_ROWS = flags.DEFINE_string('lam_rows', None, 'Lambda rows file of '
                                 '--stage=report.')
 _FIGURES = flags.DEFINE_string('figures', 'docs/figures', 'PNG folder.')
-# Ridge on the real covariance of `log_density`, as a fraction of its mean
+# Ridge on the real covariance of `gaussian`, as a fraction of its mean
 # eigenvalue: near-empty feature directions must not dominate the score.
 _RIDGE = 1e-3
 
@@ -188,20 +188,21 @@ def run_lam(policy: str, fidelity: str, steps: int, lams: list[float],
   return rows
 
 
-def log_density(features: jax.Array, mu: jax.Array,
-                sigma: jax.Array) -> jax.Array:
-  """float32 [M]: Gaussian log-density (up to a constant) of features [M, D]."""
+def gaussian(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(mean [D], precision [D, D]) of the real features, ridge-regularised.
+
+  Inverted once per run, not per scored batch.
+  """
   d = mu.shape[0]
-  prec = jnp.linalg.inv(sigma + _RIDGE * jnp.trace(sigma) / d * jnp.eye(d))
-  z = features - mu
-  return -0.5 * jnp.einsum('bi,ij,bj->b', z, prec, z)
+  return mu, jnp.linalg.inv(sigma + _RIDGE * jnp.trace(sigma) / d * jnp.eye(d))
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _typicality(reward_model, reward_state, images):
-  """float32 [M]: log-density of images' reward features (never FeatureNet)."""
-  return log_density(reward_model.pooled(reward_state.frozen, images),
-                     *reward_model.real_stats(reward_state))
+def _typicality(reward_model, reward_state, images, mu, prec):
+  """float32 [M]: Gaussian log-density (up to a constant) of images' reward
+  features (never FeatureNet) under (mu, prec) of `gaussian`."""
+  z = reward_model.pooled(reward_state.frozen, images) - mu
+  return -0.5 * jnp.einsum('bi,ij,bj->b', z, prec, z)
 
 
 def run_scores(policy: str, steps: int, max_n: int, seeds: list[int],
@@ -221,13 +222,14 @@ def run_scores(policy: str, steps: int, max_n: int, seeds: list[int],
     raise errors.UserError(f'--stage=scores needs a policy trained with the '
                            f'FD reward; {policy} was not.')
   evaluator = evaluate.Evaluator.create('fmnist-test')
+  real = gaussian(*model.real_stats(state))
   per = {}  # (score, N) -> per-seed metrics
   for seed in seeds:
     images, gain, labels = scored_candidates(
         refinement, variables, gen_params, num, seed, max_n, batch)
     flat = images.reshape((-1,) + images.shape[2:])
     density = np.concatenate([
-        np.asarray(_typicality(model, state, flat[i:i + batch * max_n]))
+        np.asarray(_typicality(model, state, flat[i:i + batch * max_n], *real))
         for i in range(0, flat.shape[0], batch * max_n)]).reshape(gain.shape)
     for name, score in (('fd_gain', gain), ('log_density', density)):
       for n in range(1, max_n + 1):

@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adagen_jax.generators import attention
+
 _LN_EPS = 1e-6          # every DiT LayerNorm (affine-free)
 FREQ_DIM = 256         # sinusoid width of the timestep embedder
 _MAX_PERIOD = 10000.0
@@ -131,8 +133,7 @@ class Attention(nn.Module):
                    name='qkv')(x)
     qkv = qkv.reshape(b, n, 3, self.num_heads, d // self.num_heads)
     # [B, N, H, Dh] each; scale 1 / sqrt(Dh).
-    out = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1],
-                                       qkv[:, :, 2])
+    out = attention.self_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
     return nn.Dense(d, kernel_init=_xavier, dtype=self.dtype,
                     name='proj')(out.reshape(b, n, d))
 

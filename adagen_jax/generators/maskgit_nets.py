@@ -47,6 +47,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from adagen_jax.generators import attention
+
 # Epsilons of the reference networks (adagen_reference.md §8.9).
 _GN_EPS = 1e-6
 _EMBED_LN_EPS = 1e-6
@@ -343,7 +345,7 @@ class Attention(nn.Module):
                    name='qkv')(x)
     # PyTorch splits the 3C outputs as (3, heads, head_dim).
     q, k, v = jnp.moveaxis(qkv.reshape(b, l, 3, self.num_heads, -1), 2, 0)
-    out = jax.nn.dot_product_attention(q, k, v)
+    out = attention.self_attention(q, k, v)
     return nn.Dense(c, kernel_init=_dense_init, name='proj')(
         out.reshape(b, l, c))
 
