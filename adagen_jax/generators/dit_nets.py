@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adagen_jax.generators import attention
+from adagen_jax import ops
 
 _LN_EPS = 1e-6          # every DiT LayerNorm (affine-free)
 FREQ_DIM = 256         # sinusoid width of the timestep embedder
@@ -133,7 +133,7 @@ class Attention(nn.Module):
                    name='qkv')(x)
     qkv = qkv.reshape(b, n, 3, self.num_heads, d // self.num_heads)
     # [B, N, H, Dh] each; scale 1 / sqrt(Dh).
-    out = attention.self_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+    out = ops.self_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
     return nn.Dense(d, kernel_init=_xavier, dtype=self.dtype,
                     name='proj')(out.reshape(b, n, d))
 

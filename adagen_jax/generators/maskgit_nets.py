@@ -47,7 +47,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from adagen_jax.generators import attention
+from adagen_jax import ops
 
 # Epsilons of the reference networks (adagen_reference.md §8.9).
 _GN_EPS = 1e-6
@@ -345,7 +345,7 @@ class Attention(nn.Module):
                    name='qkv')(x)
     # PyTorch splits the 3C outputs as (3, heads, head_dim).
     q, k, v = jnp.moveaxis(qkv.reshape(b, l, 3, self.num_heads, -1), 2, 0)
-    out = attention.self_attention(q, k, v)
+    out = ops.self_attention(q, k, v)
     return nn.Dense(c, kernel_init=_dense_init, name='proj')(
         out.reshape(b, l, c))
 
@@ -357,7 +357,7 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     h = nn.Dense(self.hidden, kernel_init=_dense_init, name='fc1')(x)
-    h = nn.gelu(h, approximate=False)
+    h = ops.gelu(h)
     return nn.Dense(x.shape[-1], kernel_init=_dense_init, name='fc2')(h)
 
 
@@ -403,7 +403,7 @@ class MlmLayer(nn.Module):
     h = nn.Dense(word_embeddings.shape[-1] * self.group * self.group,
                  kernel_init=_dense_init, name='fc')(x)
     h = nn.LayerNorm(epsilon=_BLOCK_LN_EPS, name='ln')(ungroup_tokens(
-        nn.gelu(h, approximate=False), self.group))
+        ops.gelu(h), self.group))
     bias = self.param('bias', nn.initializers.zeros, (self.vocab_size,))
     return h @ word_embeddings.T + bias
 

@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from adagen_jax.generators import attention
+from adagen_jax import ops
 
 _GN_EPS = 1e-6
 SCALE_FACTOR = 0.18215  # SD latents = scale * VAE posterior sample
@@ -77,7 +77,7 @@ class AttnBlock(nn.Module):
     proj = lambda name, v: nn.Conv(c, (1, 1), dtype=self.dtype,
                                    name=name)(v).reshape(b, h * w, 1, c)
     # [B, HW, 1, C]: one head of width C, scale C^-1/2.
-    out = attention.self_attention(proj('q', y), proj('k', y), proj('v', y))
+    out = ops.self_attention(proj('q', y), proj('k', y), proj('v', y))
     out = nn.Conv(c, (1, 1), dtype=self.dtype,
                   name='proj_out')(out.reshape(b, h, w, c))
     return x + out

@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from adagen_jax import ops
 from adagen_jax.rl import rollout as rollout_lib
 
 Variables = Any  # a flax variables dict {'params': ...}
@@ -42,8 +43,6 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _dense = functools.partial(nn.Dense,
                            kernel_init=nn.initializers.xavier_uniform(),
                            bias_init=nn.initializers.zeros)
-# PyTorch's F.gelu is the exact erf form; Flax defaults to the tanh one.
-_gelu = functools.partial(nn.gelu, approximate=False)
 
 
 class TimestepEmbedder(nn.Module):
@@ -136,13 +135,15 @@ class PolicyNet(nn.Module):
     x = x.reshape(b, side, side, hid)  # tokens are row-major
     conv_init = dict(kernel_init=nn.initializers.xavier_uniform(),
                      bias_init=nn.initializers.zeros)
+    # PyTorch's F.gelu: the exact erf form (Flax defaults to the tanh one).
     # Explicit (1, 1) padding: 'SAME' with stride 2 pads (0, 1) in XLA.
-    x = _gelu(DepthwiseConv3x3S2(name='dw_conv')(x))
-    x = _gelu(nn.Conv(hid // 4, (1, 1), name='pw_conv', **conv_init)(x))
+    x = ops.gelu(DepthwiseConv3x3S2(name='dw_conv')(x))
+    x = ops.gelu(nn.Conv(hid // 4, (1, 1), name='pw_conv', **conv_init)(x))
     # Channel-major flatten keeps linear1 interchangeable with PyTorch's.
     x = x.transpose(0, 3, 1, 2).reshape(b, -1)
-    x = _gelu(AdaLN(name='adaLN2')(_dense(2 * hid, name='linear1')(x), cond))
-    x = _gelu(AdaLN(name='adaLN3')(_dense(hid, name='linear2')(x), cond))
+    x = ops.gelu(AdaLN(name='adaLN2')(_dense(2 * hid, name='linear1')(x),
+                                      cond))
+    x = ops.gelu(AdaLN(name='adaLN3')(_dense(hid, name='linear2')(x), cond))
     return _dense(self.out_size, kernel_init=nn.initializers.zeros,
                   name='linear3')(x)
 

@@ -1,22 +1,30 @@
-"""Softmax self-attention: the fused kernel on accelerators, a faster XLA form on CPU.
+"""Network operations with a faster XLA:CPU form, equal to the usual one.
 
-On GPU and TPU `jax.nn.dot_product_attention` lowers to the fused kernel
-(cuDNN flash attention on NVIDIA). On CPU it is plain XLA, and its layout
-(scores as 'BTNS' from [B, L, H, D] operands, normalised before the value
-product) costs 1.4-2x the form below, measured at the shipped and the
-mid-size MaskGIT (benchmarks/attention.py, docs/RESULTS.md "Speed"):
+Measured on the project's 2-core CPU (benchmarks/ops.py; docs/RESULTS.md
+"Speed"); every form here equals its usual counterpart up to float32
+round-off (tests/test_ops.py).
 
+`self_attention`: on GPU and TPU `jax.nn.dot_product_attention` lowers to
+the fused kernel (cuDNN flash attention on NVIDIA). On CPU it is plain XLA,
+and its layout (scores as 'BTNS' from [B, L, H, D] operands, normalised
+before the value product) costs 1.4-2x the form here:
 - heads first ([B, H, L, D]), so each (batch, head) score matrix is a
   contiguous matmul for XLA:CPU's dot emitter;
 - the softmax sum divides the [L, D] output, not the [L, L] weights: one
   pass fewer over the largest tensor.
 
-Equal to `jax.nn.dot_product_attention` up to float32 round-off
-(tests/test_attention.py).
+`gelu`: the exact (erf) GELU as PyTorch writes it, x (1 + erf(x / sqrt 2))
+/ 2. `jax.nn.gelu(approximate=False)` writes it with erfc, which XLA:CPU
+evaluates 5-7x slower than erf; the two differ by < 1e-6.
 """
 
 import jax
 import jax.numpy as jnp
+
+
+def gelu(x: jax.Array) -> jax.Array:
+  """The exact GELU, x * Phi(x), in x's dtype."""
+  return x * (1 + jax.lax.erf(x * jnp.asarray(0.5 ** 0.5, x.dtype))) / 2
 
 
 def self_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
