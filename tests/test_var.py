@@ -337,3 +337,20 @@ def test_configs_are_the_published_models(name, depth, cfg):
   assert _config(name, 'runlocal').generator.depth == depth
   with pytest.raises(errors.UserError, match=f'var_d{depth}.pth'):
     generators.build(gc)
+
+
+def test_grouped_rollout_starts_each_group_from_its_label_state(gen):
+  """ppo.group_size with VAR: its init is deterministic in the labels, so
+  the grouped init (init on every G-th label, repeated) must equal init on
+  the full labels, whose groups repeat one label; the cache's batch is on
+  axis 1 and its c/u rows interleave."""
+  g, params = gen
+  group = 2
+  labels = jnp.repeat(_labels()[:B // group], group)
+  want = jax.jit(g.init)(params, labels, jax.random.key(0))
+  got = rollout_lib._grouped_init(g, params, labels, jax.random.key(0),
+                                  group)
+  chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-6)
+  traj = jax.jit(lambda p: rollout_lib.rollout(
+      g, p, labels, jax.random.key(1), group_size=group))(params)
+  assert traj.images.shape == (B, 3, 3, 3)

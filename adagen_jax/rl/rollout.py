@@ -89,18 +89,33 @@ def check_obs(generator: base.Generator, obs: jax.Array, batch: int):
 
 def _grouped_init(generator: base.Generator, gen_params, labels: jax.Array,
                   rng: jax.Array, group_size: int):
-  """generator.init on every group_size-th label, each state repeated."""
+  """generator.init on every group_size-th label, each sample's state repeated.
+
+  A leaf is batched along the one axis whose size differs between the
+  small and the full init: that axis holds k consecutive rows per sample
+  (k = 1, or 2 for VAR's interleaved conditional / unconditional rows in
+  its hidden states and key-value cache, on axis 1 of the cache), and each
+  sample's k rows are repeated group_size times together. The rest (step
+  counters, shared tables) are kept as they are.
+  """
   batch = labels.shape[0]
   if batch % group_size:
     raise ValueError(f'a batch of {batch} does not split into groups of '
                      f'{group_size} (ppo.group_size).')
+  groups = batch // group_size
   small = generator.init(gen_params, labels[::group_size], rng)
-  # Batched leaves are those whose leading axis follows the batch size;
-  # the rest (step counters, shared tables) are kept as they are.
   full = jax.eval_shape(generator.init, gen_params, labels, rng)
-  return jax.tree.map(
-      lambda x, f: (jnp.repeat(x, group_size, axis=0)
-                    if x.shape != f.shape else x), small, full)
+
+  def expand(x, f):
+    axes = [a for a, (n, m) in enumerate(zip(x.shape, f.shape)) if n != m]
+    if not axes:
+      return x
+    a, = axes
+    k = x.shape[a] // groups
+    rows = x.reshape(x.shape[:a] + (groups, k) + x.shape[a + 1:])
+    return jnp.repeat(rows, group_size, axis=a).reshape(f.shape)
+
+  return jax.tree.map(expand, small, full)
 
 
 def rollout(generator: base.Generator, gen_params, labels: jax.Array,
