@@ -516,6 +516,8 @@ def make_backbone(reward_config) -> rewards_lib.Backbone:
     return rewards_lib.fmnist_backbone()
   if reward_config.backbone == 'fmnist_contrast':
     return rewards_lib.fmnist_contrast_backbone()
+  if reward_config.backbone == 'fmnist_resnet':
+    return rewards_lib.fmnist_resnet_backbone()
   if reward_config.backbone == rewards_lib.DIAGNOSTIC_BACKBONE:
     logging.warning(
         'DIAGNOSTIC run: the reward reads FeatureNet, the network that '
@@ -530,7 +532,8 @@ def make_backbone(reward_config) -> rewards_lib.Backbone:
         variables={'params': params}, readout=True, classifier=False)
   raise errors.UserError(
       f'config.reward.backbone={reward_config.backbone!r}; use fmnist, '
-      f'fmnist_contrast, dino_vits16 or {rewards_lib.DIAGNOSTIC_BACKBONE}.')
+      f'fmnist_contrast, fmnist_resnet, dino_vits16 or '
+      f'{rewards_lib.DIAGNOSTIC_BACKBONE}.')
 
 
 def make_reward_model(reward_config, num_classes: int,

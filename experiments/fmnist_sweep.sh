@@ -117,6 +117,14 @@ declare -A FLAGS=(
     --config.num_iterations=180 --config.ppo.table_learning_rate=0.01
     --config.policy.std_decay_steps=(120,) --config.checkpoint_every=30
     --config.plots_every=60'
+  # The FD reward on the supervised residual backbone (ContrastNet's CNN
+  # trained with labels, configs/pretrain/fmnist_resnet_backbone.py): its
+  # last stage, or its middle one (14x14).
+  [table_resnet]='--config.reward.backbone=fmnist_resnet --config.reward.feature_index=-1'
+  [table_resnet1]='--config.reward.backbone=fmnist_resnet --config.reward.feature_index=1'
+  [table_group_tuned_resnet]='--config.ppo.group_size=4 --config.policy.table_init=tuned
+    --config.ppo.table_learning_rate=0.01 --config.reward.backbone=fmnist_resnet
+    --config.reward.feature_index=-1'
   [adversarial]=$strong_d
   [nonadaptive]="--config.policy.kind=nonadaptive $strong_d"
   [fd]='--config.reward.name=fd'
@@ -156,6 +164,9 @@ declare -A NAMES=(
   [table_contrast2]='AdaGen, FD reward on ContrastNet stage 2, step table'
   [table_contrast0_slow]='AdaGen, FD reward on ContrastNet stage 0, step table, 180 iterations at a third of the table rate'
   [table_contrast0_conf1]='AdaGen, FD reward on ContrastNet stage 0 + 1.0 x class confidence, step table'
+  [table_resnet]='AdaGen, FD reward on the supervised residual backbone (last stage), step table'
+  [table_resnet1]='AdaGen, FD reward on the supervised residual backbone (stage 1), step table'
+  [table_group_tuned_resnet]='AdaGen, FD reward on the supervised residual backbone (last stage), group baseline (G=4), table from the tuned schedule'
   [adversarial]='AdaGen, adversarial reward'
   [nonadaptive]='AdaGen non-adaptive, adversarial reward'
   [fd]='AdaGen, FD reward'

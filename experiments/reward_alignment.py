@@ -16,7 +16,8 @@ as a policy's run gives it with the 2-core CPU settings; the FD rewards use
 10k real training images, on each of DiscBackbone's feature sets: the
 embedded tokens and the outputs of blocks 1-4, `reward.feature_index`;
 with --contrast also on each stage of ContrastNet, the self-supervised
-backbone, `reward.backbone=fmnist_contrast`).
+backbone, `reward.backbone=fmnist_contrast`; with --resnet on each stage of
+the supervised residual backbone, `reward.backbone=fmnist_resnet`).
 Reported:
 
 - `spearman`: per-sample rank correlations between every pair of signals.
@@ -66,6 +67,9 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 _CONTRAST = flags.DEFINE_bool('contrast', False, 'Also the FD rewards on '
                               'each stage of ContrastNet (the '
                               'self-supervised reward backbone).')
+_RESNET = flags.DEFINE_bool('resnet', False, 'Also the FD rewards on each '
+                            'stage of the supervised residual backbone '
+                            '(reward.backbone=fmnist_resnet).')
 _CENTER = flags.DEFINE_enum(
     'center', 'heuristic', ['heuristic', 'tuned'], 'The schedule the '
     'exploration is centred on: the reference constants, or the shipped '
@@ -152,19 +156,24 @@ def main(argv):
   adv_name = 'adversarial (2-core CPU D)'
   num_sets = len(disc_backbone.features(disc_backbone.variables,
                                         jnp.zeros((1, 28, 28, 1))))
-  if _CONTRAST.value:
-    contrast = rewards_lib.fmnist_contrast_backbone()
-    contrast_sets = len(contrast.features(contrast.variables,
-                                          jnp.zeros((1, 28, 28, 1))))
+  # Each extra backbone's FD reward on each of its stages.
+  extra = {}
+  for on, label, load in (
+      (_CONTRAST.value, 'ContrastNet', rewards_lib.fmnist_contrast_backbone),
+      (_RESNET.value, 'ResNet', rewards_lib.fmnist_resnet_backbone)):
+    if on:
+      backbone = load()
+      sets = len(backbone.features(backbone.variables,
+                                   jnp.zeros((1, 28, 28, 1))))
+      extra.update({f'FD, {label} stage {k}': rewards_lib.FDReward(
+          backbone, feature_index=k) for k in range(sets)})
   models = {
       adv_name: rewards_lib.make_reward(adv_cfg, disc_backbone,
                                         gen.num_classes),
       **{f'FD, DiscBackbone set {k}': rewards_lib.FDReward(
           disc_backbone, feature_index=k) for k in range(num_sets)},
       'static, DiscBackbone': rewards_lib.StaticReward(disc_backbone),
-      **({f'FD, ContrastNet stage {k}': rewards_lib.FDReward(
-          contrast, feature_index=k) for k in range(contrast_sets)}
-         if _CONTRAST.value else {}),
+      **extra,
       'DIAGNOSTIC FD, FeatureNet': rewards_lib.FDReward(
           rewards_lib.featurenet_diagnostic_backbone()),
   }

@@ -7,6 +7,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -14,6 +15,7 @@ from adagen_jax import assets
 from adagen_jax import errors
 from adagen_jax import evaluate
 from adagen_jax import samples_io
+from adagen_jax import train
 from adagen_jax.backbones import fmnist as nets
 from adagen_jax.data import fashion_mnist
 
@@ -117,6 +119,11 @@ def test_backbone_output_shapes():
   feats, logits = backbone.apply(backbone.init(jax.random.key(0), x), x)
   assert [f.shape for f in feats] == [(2, 49, 32)] * 3
   assert logits.shape == (2, 10)
+  for classes, want in ((0, None), (10, (2, 10))):
+    resnet = nets.ContrastNet(widths=(4, 8), num_classes=classes)
+    feats, logits = resnet.apply(resnet.init(jax.random.key(0), x), x)
+    assert [f.shape for f in feats] == [(2, 784, 4), (2, 196, 8)]
+    assert (logits if logits is None else logits.shape) == want
 
 
 def test_shipped_weights_classify_test_images():
@@ -124,9 +131,10 @@ def test_shipped_weights_classify_test_images():
     images, labels = fashion_mnist.load('test')
   except errors.UserError as e:
     pytest.skip(str(e))
-  # Shipped test accuracies (10k images): 0.929 and 0.849.
+  # Shipped test accuracies (10k images): 0.929, 0.849 and 0.903.
   for loader, floor in ((nets.load_feature_net, 0.9),
-                        (nets.load_disc_backbone, 0.8)):
+                        (nets.load_disc_backbone, 0.8),
+                        (nets.load_resnet_backbone, 0.88)):
     module, variables = loader()
     logits = module.apply(variables, images[:500])[1]
     acc = float(np.mean(np.argmax(logits, -1) == labels[:500]))
@@ -202,3 +210,21 @@ def test_cli_ok_on_real_test_images(tmp_path):
   lines = evaluate.format_metrics(metrics).splitlines()
   assert [l.split(':')[0] for l in lines] == [
       'FD-FMNIST', 'precision', 'recall', 'label accuracy', 'N']
+
+
+@pytest.mark.parametrize('name,sets,classifier', [
+    ('fmnist', 5, True), ('fmnist_contrast', 3, False),
+    ('fmnist_resnet', 3, True)])
+def test_reward_backbones_by_name(name, sets, classifier):
+  backbone = train.make_backbone(ml_collections.ConfigDict(dict(
+      backbone=name)))
+  assert backbone.classifier == classifier
+  x = jnp.zeros((2, 28, 28, 1))
+  assert len(backbone.features(backbone.variables, x)) == sets
+  if classifier:
+    assert backbone.logits(backbone.variables, x).shape == (2, 10)
+
+
+def test_unknown_reward_backbone_is_a_user_error():
+  with pytest.raises(errors.UserError, match='fmnist_resnet'):
+    train.make_backbone(ml_collections.ConfigDict(dict(backbone='resnet')))

@@ -13,6 +13,12 @@ policy must never be trained against the features that judge it.
   contrastive objective, adagen_jax/pretrain/contrastive.py) is the
   self-supervised reward backbone, the small-scale analogue of DINO
   (`reward.backbone=fmnist_contrast`). Never used for evaluation.
+- The same residual CNN with a classifier head, trained with labels
+  (`num_classes=10`; configs/pretrain/fmnist_resnet_backbone.py), is the
+  strong supervised reward backbone (`reward.backbone=fmnist_resnet`):
+  built unlike FeatureNet (residual, GroupNorm, strided convolutions,
+  GELU, a full-resolution first stage) and trained unlike it (random
+  translation and flips, no dropout). Never used for evaluation.
 
 Both take float images [B, 28, 28, 1] in [0, 1]. Retrain the shipped weights
 with `python -m adagen_jax.pretrain --config=configs/pretrain/NAME.py`.
@@ -34,6 +40,7 @@ _MEAN, _STD = 0.2860, 0.3530
 FEATURES_ASSET = 'fmnist_features.msgpack'
 DISC_BACKBONE_ASSET = 'fmnist_disc_backbone.msgpack'
 CONTRAST_ASSET = 'fmnist_contrast_backbone.msgpack'
+RESNET_ASSET = 'fmnist_resnet_backbone.msgpack'
 
 
 class FeatureNet(nn.Module):
@@ -165,9 +172,12 @@ class ContrastNet(nn.Module):
   Attributes:
     widths: channels of each stage.
     groups: GroupNorm groups.
+    num_classes: with > 0, a linear classifier on the last stage's mean
+      feature (the supervised backbone); 0 for the self-supervised one.
   """
   widths: Sequence[int] = (16, 32, 64)
   groups: int = 4
+  num_classes: int = 0
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -176,7 +186,7 @@ class ContrastNet(nn.Module):
     Returns:
       features: list of float32 [B, L_s, widths[s]], one per stage (L = 784,
         196, 49 with the defaults).
-      logits: None (no classifier; the static reward needs DiscBackbone).
+      logits: float32 [B, num_classes], or None without a classifier.
     """
     del train  # No dropout or batch statistics; kept for a uniform API.
     h = (jnp.asarray(x, jnp.float32) - _MEAN) / _STD
@@ -187,12 +197,17 @@ class ContrastNet(nn.Module):
         h = nn.Conv(width, (3, 3), strides=2, name=f'down{stage}')(h)
       h = _ResBlock(self.groups, name=f'block{stage}')(h)
       features.append(h.reshape(h.shape[0], -1, width))
-    return features, None
+    if not self.num_classes:
+      return features, None
+    pooled = nn.gelu(nn.GroupNorm(self.groups, name='head_norm')(h)).mean(
+        (1, 2))
+    return features, nn.Dense(self.num_classes, name='head')(pooled)
 
 
 NETS = {'features': (FeatureNet, FEATURES_ASSET),
         'disc_backbone': (DiscBackbone, DISC_BACKBONE_ASSET),
-        'contrast_backbone': (ContrastNet, CONTRAST_ASSET)}
+        'contrast_backbone': (ContrastNet, CONTRAST_ASSET),
+        'resnet_backbone': (ContrastNet, RESNET_ASSET)}
 
 
 def _load(net: str) -> tuple[nn.Module, Any]:
@@ -225,3 +240,8 @@ def load_disc_backbone() -> tuple[DiscBackbone, Any]:
 def load_contrast_backbone() -> tuple[ContrastNet, Any]:
   """(module, variables) of the shipped self-supervised reward backbone."""
   return _load('contrast_backbone')
+
+
+def load_resnet_backbone() -> tuple[ContrastNet, Any]:
+  """(module, variables) of the shipped supervised residual backbone."""
+  return _load('resnet_backbone')

@@ -86,7 +86,8 @@ def adagen_config(generator: ml_collections.ConfigDict,
   c.reward = ml_collections.ConfigDict(dict(
       name='adversarial',     # 'adversarial' | 'fd' | 'static'
       # 'fmnist' (shipped DiscBackbone) | 'fmnist_contrast' (ContrastNet,
-      # self-supervised; no classifier, so no static term) | 'dino_vits16' |
+      # self-supervised; no classifier, so no static term) | 'fmnist_resnet'
+      # (the same residual CNN trained with labels) | 'dino_vits16' |
       # 'featurenet_diagnostic'
       # (the evaluation network: a diagnostic of the RL machinery's ceiling,
       # rewards/DIAGNOSTIC_BACKBONE; never a result)

@@ -101,6 +101,14 @@ def fmnist_contrast_backbone() -> Backbone:
   return Backbone(apply=module.apply, variables=variables, classifier=False)
 
 
+def fmnist_resnet_backbone() -> Backbone:
+  """The supervised residual Fashion-MNIST reward backbone (ContrastNet's
+  architecture with a classifier head, trained with labels)."""
+  from adagen_jax.backbones import fmnist  # pylint: disable=g-import-not-at-top
+  module, variables = fmnist.load_resnet_backbone()
+  return Backbone(apply=module.apply, variables=variables)
+
+
 # The evaluation network as a reward backbone: a diagnostic of the RL
 # machinery's ceiling (with the FD reward and training-split reals it
 # optimises what FD-FMNIST on the test split measures). Never a result.
