@@ -44,7 +44,6 @@ import os
 from absl import flags
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
@@ -56,6 +55,7 @@ from adagen_jax import generators
 from adagen_jax import images as images_lib
 from adagen_jax import progress
 from adagen_jax import samples_io
+from adagen_jax.parallel import mesh as mesh_lib
 from adagen_jax.rl import rollout as rollout_lib
 
 HEURISTIC = 'heuristic'
@@ -144,20 +144,29 @@ def generate_with(generator, params, num: int, seed: int,
     raise errors.UserError(f'--num={num} and --batch={batch} must be '
                            'positive.')
   labels = class_balanced_labels(num, generator.num_classes)
-  batch = min(batch, num)
+  # Each batch is split over this process's devices (on a CPU host one per
+  # core, cli.cpu_devices_from_cores), so it is rounded up to split evenly.
+  mesh = mesh_lib.local_mesh()
+  shards = mesh.devices.size
+  batch = -(-min(batch, num) // shards) * shards
+  params = jax.device_put(params, mesh_lib.replicated(mesh))
+  data = mesh_lib.batch_sharded(mesh)
+  if refinement is not None:
+    refinement = (refinement[0],
+                  jax.device_put(refinement[1], mesh_lib.replicated(mesh)))
   key = jax.random.key(seed)
   out = []
   bar = progress.Progress(num, f'sample T={generator.num_steps}')
   for i, start in enumerate(range(0, num, batch)):
     chunk = labels[start:start + batch]
-    padded = np.pad(chunk, (0, batch - chunk.shape[0]))
+    padded = jax.device_put(np.pad(chunk, (0, batch - chunk.shape[0])),
+                            data)
     rng = jax.random.fold_in(key, i)
     if refinement is None:
-      images = _rollout_images(generator, params, jnp.asarray(padded), rng,
-                               act_fn)
+      images = _rollout_images(generator, params, padded, rng, act_fn)
     else:
-      images = _refined_images(refinement[0], refinement[1], params,
-                               jnp.asarray(padded), rng)
+      images = _refined_images(refinement[0], refinement[1], params, padded,
+                               rng)
     out.append(np.asarray(images)[:chunk.shape[0]])
     bar.update(chunk.shape[0])
   return np.concatenate(out), labels

@@ -96,6 +96,9 @@ def main():
   p.add_argument('--hidden', type=int, default=None,
                  help='policy width (default 512; 64 for tiny)')
   p.add_argument('--repeats', type=int, default=3)
+  p.add_argument('--forward_rows', type=int, default=0,
+                 help="generator.forward_rows: the guided forward's rows per "
+                 'device at once (0: the whole batch)')
   timing.add_json_flag(p)
   args = p.parse_args()
   rows = timing.JsonRows(args.json, 'flow_rollout', args)
@@ -107,6 +110,7 @@ def main():
 
   gen_cfg = generator_config(args.size, args.paradigm, args.nfe, args.dtype,
                              args.decode)
+  gen_cfg.forward_rows = args.forward_rows
   gen, params = BUILD[args.paradigm](gen_cfg)
   hidden = args.hidden or (64 if args.size == 'tiny' else 512)
   agent = policy_lib.make_agent(gen.action_spec.size, gen.num_steps,
@@ -133,5 +137,5 @@ def main():
                             repeats=args.repeats, rows=rows)
 
 if __name__ == '__main__':
-  cli.reexec_with_huge_pages()  # time what the commands run
+  cli.init_process()  # time what the commands run
   main()

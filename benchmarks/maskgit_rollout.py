@@ -76,6 +76,9 @@ def main():
   p.add_argument('--steps', type=int, default=8)
   p.add_argument('--dtype', default='float32')
   p.add_argument('--repeats', type=int, default=3)
+  p.add_argument('--forward_rows', type=int, default=0,
+                 help="generator.forward_rows: the guided forward's rows per "
+                 'device at once (0: the whole batch)')
   timing.add_json_flag(p)
   args = p.parse_args()
   rows = timing.JsonRows(args.json, 'maskgit_rollout', args)
@@ -110,7 +113,7 @@ def main():
       tokenizer=tokenizer, transformer=transformer,
       action_spec=maskgit.make_action_spec(cfg), num_steps=args.steps,
       image_shape=image, weights='random',
-      schedule='cosine')
+      schedule='cosine', forward_rows=args.forward_rows)
   agent = policy_lib.make_agent(4, args.steps, hidden_size=size['hidden'])
   agent_params = timing.init_agent(agent, gen.obs_shape)
 
@@ -127,5 +130,5 @@ def main():
                             repeats=args.repeats, rows=rows)
 
 if __name__ == '__main__':
-  cli.reexec_with_huge_pages()  # time what the commands run
+  cli.init_process()  # time what the commands run
   main()

@@ -20,6 +20,13 @@ the same sizes, and end at the sampled token ids (no tokenizer decode):
   policy row evaluates the actor and the critic at every step, as AdaNAT's
   PPO rollout does. `torch.inference_mode`, eager (what the reference runs).
 
+The jax side runs once per DEVICES:ROWS in --jax: DEVICES CPU devices
+(1: XLA's intra-op threads share the cores; one per core: the batch split
+over them, as every adagen_jax command runs on a CPU host,
+cli.cpu_devices_from_cores and train.py's mesh), and the guided forward in
+chunks of ROWS rows per device (generator.forward_rows; 0: all 2B rows at
+once). torch gets the same --threads.
+
 Rows: img/s of the hand-crafted schedule and with the policy (its share
 is 1 - t_heuristic / t_policy), the first call (jax: compile + run; a
 scan should compile in about constant time in T), and peak RSS.
@@ -53,7 +60,8 @@ def _rss_gib() -> float:
 # ----------------------------------------------------------------- jax side --
 
 
-def run_jax(size: dict, batches, steps_list, repeats: int) -> list[dict]:
+def run_jax(size: dict, batches, steps_list, repeats: int,
+            forward_rows: int) -> list[dict]:
   # pylint: disable=g-import-not-at-top
   import dataclasses
   import jax
@@ -90,13 +98,15 @@ def run_jax(size: dict, batches, steps_list, repeats: int) -> list[dict]:
     gen = IdsOnly(tokenizer=None, transformer=transformer,
                   action_spec=maskgit.make_action_spec(cfg), num_steps=steps,
                   image_shape=(side, side, 1), weights='random',
-                  schedule='cosine')
+                  schedule='cosine', forward_rows=forward_rows)
     agent = policy_lib.make_agent(4, steps, hidden_size=size['hidden'])
     agent_params = timing.init_agent(agent, gen.obs_shape)
     run = timing.jitted_rollout(gen, agent)
+    params, agent_params = timing.replicated((params, agent_params))
     for b in batches:
       labels = jnp.arange(b, dtype=jnp.int32) % size['classes']
-      row = dict(framework='jax', steps=steps, batch=b)
+      row = dict(framework='jax', devices=jax.device_count(),
+                 forward_rows=forward_rows, steps=steps, batch=b)
       for use_policy in (False, True):
         stats = {}
         secs = timing.time_fn(
@@ -269,7 +279,8 @@ def run_torch(size: dict, batches, steps_list, repeats: int) -> list[dict]:
   with torch.inference_mode():
     for steps in steps_list:
       for b in batches:
-        row = dict(framework='torch', steps=steps, batch=b)
+        row = dict(framework='torch', devices=1, forward_rows=b, steps=steps,
+                   batch=b)
         for use_policy in (False, True):
           t0 = time.perf_counter()
           rollout(b, steps, use_policy)
@@ -293,8 +304,10 @@ def _child(args):
   size = SIZES[args.size]
   batches = [int(x) for x in args.batches.split(',')]
   steps = [int(x) for x in args.steps.split(',')]
-  run = run_jax if args.framework == 'jax' else run_torch
-  rows = run(size, batches, steps, args.repeats)
+  if args.framework == 'jax':
+    rows = run_jax(size, batches, steps, args.repeats, args.forward_rows)
+  else:
+    rows = run_torch(size, batches, steps, args.repeats)
   for row in rows:
     row['peak_rss_gib'] = _rss_gib()
   print('ROWS ' + json.dumps(rows), flush=True)
@@ -307,6 +320,11 @@ def main():
   p.add_argument('--steps', default='4,8,16')
   p.add_argument('--repeats', type=int, default=3)
   p.add_argument('--threads', type=int, default=os.cpu_count())
+  p.add_argument('--jax', default=f'1:0,{os.cpu_count()}:0,'
+                 f'{os.cpu_count()}:4',
+                 help='DEVICES:ROWS settings to run the jax side with')
+  p.add_argument('--forward_rows', type=int, default=0,
+                 help='(set by --jax for its child processes)')
   p.add_argument('--framework', default='both',
                  choices=['both', 'jax', 'torch'])
   p.add_argument('--json', default='', help='also write the rows here')
@@ -321,25 +339,32 @@ def main():
              XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                         ' --xla_cpu_multi_thread_eigen=true').strip())
   rows = []
-  for framework in ('jax', 'torch'):
+  children = [('jax',) + tuple(map(int, c.split(':')))
+              for c in args.jax.split(',')]
+  for framework, devices, forward_rows in children + [('torch', 1, 0)]:
     out = subprocess.run(
-        [sys.executable, __file__, f'--framework={framework}'] +
+        [sys.executable, __file__, f'--framework={framework}',
+         f'--forward_rows={forward_rows}'] +
         [f'--{k}={getattr(args, k)}' for k in
          ('size', 'batches', 'steps', 'repeats', 'threads')],
-        env=env, capture_output=True, text=True, check=True)
+        env=dict(env, JAX_NUM_CPU_DEVICES=str(devices)),
+        capture_output=True, text=True, check=True)
     line = [l for l in out.stdout.splitlines() if l.startswith('ROWS ')][-1]
     rows += json.loads(line[5:])
   print(f'{args.size}, float32, {args.threads} threads; img/s (first call '
         's); policy share = 1 - t_heuristic / t_policy')
-  print('steps batch |   jax heur   jax policy  share |  torch heur '
+  print('dev rows steps batch |   jax heur   jax policy  share |  torch heur '
         'torch policy  share | jax/torch heur  policy | RSS GiB jax torch')
-  by = {(r['framework'], r['steps'], r['batch']): r for r in rows}
-  for (fw, steps, b), r in sorted(by.items()):
-    if fw != 'jax':
-      continue
-    t = by[('torch', steps, b)]
-    share = lambda x: 1 - x['policy_img_s'] / x['heuristic_img_s']
-    print(f'{steps:5d} {b:5d} | {r["heuristic_img_s"]:7.1f} '
+  torch_rows = {(r['steps'], r['batch']): r for r in rows
+                if r['framework'] == 'torch'}
+  share = lambda x: 1 - x['policy_img_s'] / x['heuristic_img_s']
+  for r in sorted((r for r in rows if r['framework'] == 'jax'),
+                  key=lambda r: (r['steps'], r['batch'], r['devices'],
+                                 r['forward_rows'])):
+    t = torch_rows[(r['steps'], r['batch'])]
+    print(f'{r["devices"]:3d} {r["forward_rows"]:4d} {r["steps"]:5d} '
+          f'{r["batch"]:5d} | '
+          f'{r["heuristic_img_s"]:7.1f} '
           f'({r["heuristic_first_call_s"]:4.1f}) {r["policy_img_s"]:7.1f} '
           f'{share(r):5.1%} | {t["heuristic_img_s"]:7.1f}      '
           f'{t["policy_img_s"]:7.1f}  {share(t):5.1%} | '
@@ -355,5 +380,5 @@ def main():
 if __name__ == '__main__':
   # Both sides (this process's children) on huge pages, as the commands run.
   from adagen_jax import cli  # pylint: disable=g-import-not-at-top
-  cli.reexec_with_huge_pages()
+  cli.init_process()
   main()

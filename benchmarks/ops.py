@@ -58,5 +58,5 @@ def main():
 
 
 if __name__ == '__main__':
-  cli.reexec_with_huge_pages()
+  cli.init_process()
   main()

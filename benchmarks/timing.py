@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from adagen_jax import cli
+from adagen_jax.parallel import mesh as mesh_lib
 from adagen_jax.rl import rollout as rollout_lib
 
 # What train.py's exploring rollout runs with by default: the exploration std
@@ -137,20 +138,30 @@ def heuristic_rollout(generator, params, labels, rng):
                              keep_obs=False).images
 
 
+def replicated(tree):
+  """`tree` on every device, as train.py places the networks."""
+  return mesh_lib.replicate(tree, mesh_lib.make_mesh())
+
+
 def jitted_rollout(generator, agent):
   """jit of `run(params, agent_params, labels, rng, use_policy)`.
 
   use_policy=True is `policy_rollout` (returns the Trajectory), False is
   `heuristic_rollout` (returns the images), so 1 - t_heuristic / t_policy
   is what the policy adds to a training rollout. The parameters are
-  arguments, not closed-over constants XLA would fold.
+  arguments, not closed-over constants XLA would fold; pass them
+  `replicated`. The batch is split over the devices as train.py splits it
+  (on a CPU host, one device per core: cli.cpu_devices_from_cores).
   """
   def run(params, agent_params, labels, rng, use_policy):
     if use_policy:
       return policy_rollout(generator, agent, params, agent_params, labels,
                             rng)
     return heuristic_rollout(generator, params, labels, rng)
-  return jax.jit(run, static_argnums=4)
+  jitted = jax.jit(run, static_argnums=4)
+  data = mesh_lib.batch_sharded(mesh_lib.make_mesh())
+  return lambda params, agent_params, labels, rng, use_policy: jitted(
+      params, agent_params, jax.device_put(labels, data), rng, use_policy)
 
 
 def print_rollout_rows(run, params, agent_params, batches, num_classes,
@@ -164,6 +175,7 @@ def print_rollout_rows(run, params, agent_params, batches, num_classes,
   measured.
   """
   print('batch  img/s(policy)  img/s(heuristic)  policy share  MFU   peak GiB')
+  params, agent_params = replicated((params, agent_params))
   for b in batches:
     labels = jnp.arange(b, dtype=jnp.int32) % num_classes
     rng = jax.random.key(3)
@@ -405,5 +417,5 @@ def main():
 
 
 if __name__ == '__main__':
-  cli.reexec_with_huge_pages()  # time what the commands run
+  cli.init_process()  # time what the commands run
   main()

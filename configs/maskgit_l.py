@@ -47,6 +47,7 @@ def generator_config(arg=None) -> ml_collections.ConfigDict:
       width=768, depth=24, heads=8, mlp_ratio=4.0,
       tokenizer=dict(filters=128, channel_mult=(1, 1, 2, 2, 4),
                      num_res_blocks=2, embedding_dim=256, norm_groups=32),
+      forward_rows=0,  # rows per device per forward; 0: all (CPU: try 4-16)
   ))
 
 

@@ -39,6 +39,7 @@ def generator() -> ml_collections.ConfigDict:
       random_init=False,        # True: untrained weights (speed tests only)
       seed=0,
       dtype='float32',          # computation dtype ('bfloat16' on GPU/TPU)
+      forward_rows=0,           # rows per device per forward; 0: all
   ))
 
 

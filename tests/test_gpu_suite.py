@@ -24,7 +24,10 @@ def _positive_finite(x):
 
 
 def test_smoke_suite_reports_every_benchmark(tmp_path):
-  env = dict(os.environ, SMOKE='1', PYTHON=sys.executable)
+  # Two CPU devices, as on a 2-core machine (cli.cpu_devices_from_cores):
+  # the rollouts split their batches (2, 4, 8) over them.
+  env = dict(os.environ, SMOKE='1', PYTHON=sys.executable, XLA_FLAGS='',
+             JAX_NUM_CPU_DEVICES='2')
   res = subprocess.run(['bash', SUITE, str(tmp_path)], capture_output=True,
                        text=True, env=env, timeout=1800, check=False)
   assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]

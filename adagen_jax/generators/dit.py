@@ -101,15 +101,6 @@ DIT = Paradigm(
     checkpoint='DiT-XL-2-256x256.pt')
 
 
-def _interleave(a: jax.Array, b: jax.Array) -> jax.Array:
-  """[B, ...] twice -> [2B, ...] with a[i] at row 2i and b[i] at 2i + 1.
-
-  Interleaved rather than concatenated so that a batch sharded over devices
-  stays local: each shard holds its own cond / uncond pairs.
-  """
-  return jnp.stack([a, b], axis=1).reshape((2 * a.shape[0],) + a.shape[1:])
-
-
 @flax.struct.dataclass
 class LatentState:
   solver: solver.SolverState
@@ -148,6 +139,8 @@ class LatentGenerator:
       models may end closer to the data: at DiT's 0.01 the sample keeps
       noise of sigma 0.045 (5.7 grey levels of 255), which an SD-VAE
       latent hides and a pixel image shows.
+    forward_rows: the most rows (samples x {cond, null}) per device in one
+      network forward; 0 runs the 2B rows at once (base.in_chunks).
   """
   paradigm: Paradigm
   net: dit_nets.DiT
@@ -165,6 +158,7 @@ class LatentGenerator:
   x0_clip: float = 0.0
   t_end: float | None = None
   output: str = ''
+  forward_rows: int = 0
 
   @property
   def name(self) -> str:
@@ -229,10 +223,11 @@ class LatentGenerator:
     """
     b, c = x.shape[0], self.net.in_channels
     null = jnp.full_like(labels, self.net.num_classes)
-    out, feat = self.net.apply(
-        params['dit'], _interleave(x, x),
-        self.paradigm.time_scale * _interleave(t, t),
-        _interleave(labels, null))
+    out, feat = base.in_chunks(
+        functools.partial(self.net.apply, params['dit']),
+        base.interleave(x, x),
+        self.paradigm.time_scale * base.interleave(t, t),
+        base.interleave(labels, null), max_rows=self.forward_rows)
     out = out[..., :c].reshape((b, 2) + out.shape[1:-1] + (c,))
     feat = feat.reshape((b, 2) + feat.shape[1:])
     return out[:, 0], out[:, 1], feat[:, 0]
@@ -458,7 +453,8 @@ def build_generator(gen_config, paradigm: Paradigm
       weights_digest=digest, x0_clip=x0_clip, t_end=t_end,
       # The published model's output is stored as '' so that both spellings
       # give one identity.
-      output='' if output == paradigm.outputs[0] else output)
+      output='' if output == paradigm.outputs[0] else output,
+      forward_rows=int(gen_config.get('forward_rows', 0)))
   return gen, params
 
 

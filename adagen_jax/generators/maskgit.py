@@ -219,6 +219,9 @@ class MaskGITGenerator:
     schedule: name of the hand-crafted schedule.
     weights_digest: assets.weights_digest of the weight files, so an export
       is tied to these exact weights.
+    forward_rows: the most rows (samples x {cond, null}) per device in one
+      transformer forward; 0 runs the 2B rows at once (base.in_chunks: on
+      the CPU a few rows at a time keep the activations in cache).
   """
   tokenizer: maskgit_nets.VQGAN
   transformer: maskgit_nets.UViT
@@ -228,6 +231,7 @@ class MaskGITGenerator:
   weights: str
   schedule: str
   weights_digest: str = ''
+  forward_rows: int = 0
   name: str = NAME
   stochastic: bool = True
 
@@ -248,7 +252,8 @@ class MaskGITGenerator:
     return (self.transformer.num_positions, self.transformer.width)
 
   def _forward(self, params, ids: jax.Array, labels: jax.Array):
-    """Conditional and null-class passes on the same ids as one 2B batch.
+    """Conditional and null-class passes on the same ids as one 2B batch
+    (interleaved rows, in chunks of `forward_rows` rows per device).
 
     Returns:
       cond, uncond: float32 [B, N, K] logits; features float32 [B, N, C] of
@@ -256,10 +261,13 @@ class MaskGITGenerator:
     """
     b = ids.shape[0]
     null = jnp.full_like(labels, self.num_classes)
-    logits, features = self.transformer.apply(
-        {'params': params['transformer']}, jnp.concatenate([ids, ids]),
-        jnp.concatenate([labels, null]))
-    return logits[:b], logits[b:], features[:b]
+    logits, features = base.in_chunks(
+        lambda i, l: self.transformer.apply(
+            {'params': params['transformer']}, i, l),
+        base.interleave(ids, ids), base.interleave(labels, null),
+        max_rows=self.forward_rows)
+    logits = logits.reshape((b, 2) + logits.shape[1:])
+    return logits[:, 0], logits[:, 1], features[::2]
 
   def init(self, params, labels: jax.Array, rng: jax.Array
            ) -> tuple[State, jax.Array]:
@@ -404,7 +412,8 @@ def build(gen_config) -> tuple[MaskGITGenerator, dict]:
   generator = MaskGITGenerator(
       tokenizer=tokenizer, transformer=transformer, action_spec=spec,
       num_steps=int(gen_config.steps), image_shape=image_shape,
-      weights=weights, schedule=gen_config.schedule, weights_digest=digest)
+      weights=weights, schedule=gen_config.schedule, weights_digest=digest,
+      forward_rows=int(gen_config.get('forward_rows', 0)))
   return generator, params
 
 

@@ -111,12 +111,6 @@ def heuristic(num_steps: int, cfg: float, top_k: float, top_p: float,
                  (num_steps, 1))
 
 
-def _interleave(cond: jax.Array, uncond: jax.Array) -> jax.Array:
-  """[B, ...] twice -> [2B, ...] as c0, u0, c1, u1, ..."""
-  return jnp.stack([cond, uncond], axis=1).reshape(
-      (2 * cond.shape[0],) + cond.shape[1:])
-
-
 @flax.struct.dataclass
 class VARState:
   labels: jax.Array   # int32 [B]
@@ -216,7 +210,7 @@ class VARGenerator:
   def _cond(self, params, labels: jax.Array) -> jax.Array:
     """int32 [B] -> interleaved (label, null) class embeddings [2B, C]."""
     null = jnp.full_like(labels, self.var.num_classes)
-    return self._var(params, _interleave(labels, null),
+    return self._var(params, base.interleave(labels, null),
                      method=var_nets.VAR.embed_class)
 
   def init(self, params, labels: jax.Array,

@@ -21,6 +21,13 @@ def make_mesh() -> Mesh:
                        axis_types=(AxisType.Auto,))
 
 
+def local_mesh() -> Mesh:
+  """A 1-D ('data',) mesh over this process's devices (host-side tools:
+  sampling and evaluation, which every process runs on its own)."""
+  return Mesh(np.asarray(jax.local_devices()), ('data',),
+              axis_types=(AxisType.Auto,))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
