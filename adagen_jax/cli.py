@@ -1,12 +1,15 @@
 """Shared command-line plumbing: user errors become one line and exit 2.
 
-Every command starts with `init_process`:
-- on Linux with glibc >= 2.35 it re-executes itself once with
-  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (`reexec_with_huge_pages`); set
-  GLIBC_TUNABLES=glibc.malloc.hugetlb=0 to opt out;
-- it gives JAX one CPU device per usable core (`cpu_devices_from_cores`);
-  set JAX_NUM_CPU_DEVICES (or XLA_FLAGS=--xla_force_host_platform_device_count)
-  to choose another count.
+Every command starts with `init_process`: on Linux with glibc >= 2.35 it
+re-executes itself once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1
+(`reexec_with_huge_pages`); set GLIBC_TUNABLES=glibc.malloc.hugetlb=0 to opt
+out.
+
+One JAX CPU device per core (JAX_NUM_CPU_DEVICES=2 on 2 cores) runs a
+sharded rollout 1.3-1.5x faster (docs/RESULTS.md, Speed), but it is not
+the default: with jaxlib 0.10 two devices that run a LAPACK kernel (the FD
+reward's eigh) at once can deadlock XLA's 2-thread intra-op pool. Set it
+for sampling (`adagen_jax.sample` splits its batches over the devices).
 """
 
 import logging as py_logging
@@ -113,53 +116,9 @@ def reexec_with_huge_pages() -> None:
   os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
 
 
-_MAX_CPU_DEVICES = 8
-
-
-def cpu_device_count(cores: int) -> int:
-  """The largest power of two <= min(cores, _MAX_CPU_DEVICES).
-
-  A power of two so that every batch that is a multiple of 8 (the
-  discriminator's groups) still splits evenly over the devices.
-  """
-  n = 1
-  while n * 2 <= min(cores, _MAX_CPU_DEVICES):
-    n *= 2
-  return n
-
-
-def cpu_devices_from_cores(environ=None) -> int | None:
-  """Gives JAX one CPU device per usable core; returns the count set.
-
-  XLA:CPU runs one program's operations on a pool of intra-op threads, and
-  at this project's sizes keeps only ~1.4 of 2 cores busy. The batch
-  sharded over one device per core (train.py's mesh, sample.generate_with)
-  keeps every core busy: the mid-size MaskGIT rollout runs ~1.8x faster on
-  2 cores (docs/RESULTS.md, Speed). Programs that are not sharded run on
-  device 0 with the same thread pool as before. A job pinned to one core
-  (taskset) gets one device, as before. Must run before JAX's backends
-  start; does nothing (returns None) where the user chose a count
-  (JAX_NUM_CPU_DEVICES, or XLA_FLAGS with
-  --xla_force_host_platform_device_count).
-  """
-  environ = os.environ if environ is None else environ
-  if ('JAX_NUM_CPU_DEVICES' in environ or
-      'xla_force_host_platform_device_count' in environ.get('XLA_FLAGS', '')):
-    return None
-  try:
-    cores = len(os.sched_getaffinity(0))
-  except AttributeError:  # not Linux
-    cores = os.cpu_count() or 1
-  n = cpu_device_count(cores)
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.config.update('jax_num_cpu_devices', n)
-  return n
-
-
 def init_process() -> None:
   """What every command and benchmark runs first (module docstring)."""
   reexec_with_huge_pages()
-  cpu_devices_from_cores()
 
 
 class _OwnInfoOnly(py_logging.Filter):

@@ -144,8 +144,9 @@ def generate_with(generator, params, num: int, seed: int,
     raise errors.UserError(f'--num={num} and --batch={batch} must be '
                            'positive.')
   labels = class_balanced_labels(num, generator.num_classes)
-  # Each batch is split over this process's devices (on a CPU host one per
-  # core, cli.cpu_devices_from_cores), so it is rounded up to split evenly.
+  # Each batch is split over this process's devices (e.g. JAX_NUM_CPU_DEVICES
+  # =2 on 2 cores: 1.3-1.5x faster, adagen_jax/cli.py), so it is rounded up
+  # to split evenly.
   mesh = mesh_lib.local_mesh()
   shards = mesh.devices.size
   batch = -(-min(batch, num) // shards) * shards

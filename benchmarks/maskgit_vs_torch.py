@@ -21,9 +21,9 @@ the same sizes, and end at the sampled token ids (no tokenizer decode):
   PPO rollout does. `torch.inference_mode`, eager (what the reference runs).
 
 The jax side runs once per DEVICES:ROWS in --jax: DEVICES CPU devices
-(1: XLA's intra-op threads share the cores; one per core: the batch split
-over them, as every adagen_jax command runs on a CPU host,
-cli.cpu_devices_from_cores and train.py's mesh), and the guided forward in
+(1: XLA's intra-op threads share the cores, the default; one per core:
+the batch split over them, as train.py's mesh and adagen_jax.sample split
+it; see adagen_jax/cli.py), and the guided forward in
 chunks of ROWS rows per device (generator.forward_rows; 0: all 2B rows at
 once). torch gets the same --threads.
 

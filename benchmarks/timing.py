@@ -151,7 +151,7 @@ def jitted_rollout(generator, agent):
   is what the policy adds to a training rollout. The parameters are
   arguments, not closed-over constants XLA would fold; pass them
   `replicated`. The batch is split over the devices as train.py splits it
-  (on a CPU host, one device per core: cli.cpu_devices_from_cores).
+  (one CPU device unless JAX_NUM_CPU_DEVICES says otherwise).
   """
   def run(params, agent_params, labels, rng, use_policy):
     if use_policy:

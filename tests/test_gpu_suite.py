@@ -24,8 +24,8 @@ def _positive_finite(x):
 
 
 def test_smoke_suite_reports_every_benchmark(tmp_path):
-  # Two CPU devices, as on a 2-core machine (cli.cpu_devices_from_cores):
-  # the rollouts split their batches (2, 4, 8) over them.
+  # Two CPU devices (JAX_NUM_CPU_DEVICES): the rollouts split their batches
+  # (2, 4, 8) over them.
   env = dict(os.environ, SMOKE='1', PYTHON=sys.executable, XLA_FLAGS='',
              JAX_NUM_CPU_DEVICES='2')
   res = subprocess.run(['bash', SUITE, str(tmp_path)], capture_output=True,
