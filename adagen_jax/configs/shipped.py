@@ -31,8 +31,9 @@ def fmnist_maskgit_generator(steps: int = 8) -> ml_collections.ConfigDict:
       tokenizer=dict(filters=32, channel_mult=(1, 2), num_res_blocks=1,
                      embedding_dim=16, norm_groups=32),
       # The guided forward 16 rows per device at a time (base.in_chunks):
-      # on 2 cores the rollout of 256 runs 1.2x faster than all 512 rows at
-      # once (docs/RESULTS.md, Speed). Speed only: the same samples.
+      # on 2 cores the T=8 rollout of 256 runs 1.22x faster than with all
+      # 512 rows at once (docs/RESULTS.md, Speed). Speed only: the same
+      # samples.
       forward_rows=16,
   ))
 
@@ -68,7 +69,7 @@ def fmnist_flow_generator(paradigm: str, steps: int = 4
                  depth=6, num_heads=4, mlp_ratio=4.0, num_classes=10,
                  learn_sigma=False),
       dtype='float32',
-      # As the MaskGIT's: on 2 cores the 8-NFE rollout of 256 runs 1.3x
+      # As the MaskGIT's: on 2 cores the 8-NFE rollout of 256 runs 1.14x
       # faster in chunks of 16 rows per device (docs/RESULTS.md, Speed).
       forward_rows=16,
   ))
