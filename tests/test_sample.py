@@ -226,3 +226,27 @@ def test_tuned_table_offset_reproduces_the_tuned_rollout():
   # No tuned schedule ships at T=16: no 'tuned' row.
   config.generator = shipped.fmnist_maskgit_generator(16)
   assert train._tuned_spec(config, gen) is None  # pylint: disable=protected-access
+
+
+def test_every_shipped_policy_loads_against_its_generator():
+  """Each adagen_jax/assets/policies/fmnist_GEN_TSTEPS_KIND folder loads
+  for the generator and step count its name says (the export records the
+  generator's identity, so a stale asset fails here)."""
+  import os  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  from adagen_jax.configs import shipped  # pylint: disable=g-import-not-at-top
+  from adagen_jax import generators  # pylint: disable=g-import-not-at-top
+  from adagen_jax.rl import export  # pylint: disable=g-import-not-at-top
+  root = os.path.join(os.path.dirname(export.__file__), '..', 'assets',
+                      'policies')
+  names = sorted(os.listdir(root))
+  assert len(names) >= 12
+  for name in names:
+    m = re.fullmatch(r'fmnist_(\w+)_T(\d+)_(adagen|nonadaptive)', name)
+    assert m, name
+    gen, _ = generators.build(shipped.fmnist_generator(m[1], int(m[2])))
+    agent, params, card = export.load(m[3], gen)
+    assert card['num_steps'] == gen.num_steps, name
+    obs = jnp.zeros((1,) + tuple(gen.obs_shape))
+    assert agent.mean(params, obs, jnp.int32(0)).shape == (
+        1, gen.action_spec.size), name
