@@ -32,7 +32,8 @@ import ml_collections
 from adagen_jax.configs import shipped
 
 _SAMPLING = ('steps', 'smoothing', 'cfg_init', 'solver', 'schedule',
-             't_start', 'cfg_channels', 'output', 't_end')
+             't_start', 'cfg_channels', 'output', 't_end',
+             'forward_rows')
 
 
 def get_config(paradigm: str = 'sit'):
