@@ -1,9 +1,8 @@
 """Shared command-line plumbing: user errors become one line and exit 2.
 
-Every command starts with `init_process`: on Linux with glibc >= 2.35 it
-re-executes itself once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1
-(`reexec_with_huge_pages`); set GLIBC_TUNABLES=glibc.malloc.hugetlb=0 to opt
-out.
+On Linux with glibc >= 2.35 every command re-executes itself once with
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (`reexec_with_huge_pages`); set
+GLIBC_TUNABLES=glibc.malloc.hugetlb=0 to opt out.
 
 One JAX CPU device per core (JAX_NUM_CPU_DEVICES=2 on 2 cores) runs a
 sharded rollout 1.3-1.5x faster (docs/RESULTS.md, Speed), but it is not
@@ -116,11 +115,6 @@ def reexec_with_huge_pages() -> None:
   os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
 
 
-def init_process() -> None:
-  """What every command and benchmark runs first (module docstring)."""
-  reexec_with_huge_pages()
-
-
 class _OwnInfoOnly(py_logging.Filter):
   """Orbax logs each checkpoint save in ~40 INFO lines: keep INFO records
   from adagen_jax only, and warnings and errors from everyone."""
@@ -132,7 +126,7 @@ class _OwnInfoOnly(py_logging.Filter):
 
 def run(main):
   """absl's app.run, with UserError and flag errors turned into exit 2."""
-  init_process()
+  reexec_with_huge_pages()
   logging.get_absl_handler().addFilter(_OwnInfoOnly())
   try:
     app.run(main, flags_parser=_parse_flags)

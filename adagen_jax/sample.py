@@ -150,11 +150,10 @@ def generate_with(generator, params, num: int, seed: int,
   mesh = mesh_lib.local_mesh()
   shards = mesh.devices.size
   batch = -(-min(batch, num) // shards) * shards
-  params = jax.device_put(params, mesh_lib.replicated(mesh))
-  data = mesh_lib.batch_sharded(mesh)
+  repl, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharded(mesh)
+  params = jax.device_put(params, repl)
   if refinement is not None:
-    refinement = (refinement[0],
-                  jax.device_put(refinement[1], mesh_lib.replicated(mesh)))
+    refinement = (refinement[0], jax.device_put(refinement[1], repl))
   key = jax.random.key(seed)
   out = []
   bar = progress.Progress(num, f'sample T={generator.num_steps}')

@@ -130,5 +130,5 @@ def main():
                             repeats=args.repeats, rows=rows)
 
 if __name__ == '__main__':
-  cli.init_process()  # time what the commands run
+  cli.reexec_with_huge_pages()  # time what the commands run
   main()

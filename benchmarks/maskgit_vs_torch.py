@@ -380,5 +380,5 @@ def main():
 if __name__ == '__main__':
   # Both sides (this process's children) on huge pages, as the commands run.
   from adagen_jax import cli  # pylint: disable=g-import-not-at-top
-  cli.init_process()
+  cli.reexec_with_huge_pages()
   main()

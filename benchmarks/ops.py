@@ -58,5 +58,5 @@ def main():
 
 
 if __name__ == '__main__':
-  cli.init_process()
+  cli.reexec_with_huge_pages()
   main()

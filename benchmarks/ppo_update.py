@@ -95,5 +95,5 @@ def main():
 
 
 if __name__ == '__main__':
-  cli.init_process()  # time what the commands run
+  cli.reexec_with_huge_pages()  # time what the commands run
   main()

@@ -30,4 +30,3 @@ def test_no_reexecution_where_it_cannot_help_or_is_opted_out():
   assert f({}, 'glibc 2.36', '') is None          # no THP support
   assert f({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}, 'glibc 2.36',
            _THP) is None                          # the user's choice
-

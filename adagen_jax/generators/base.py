@@ -160,7 +160,7 @@ def in_chunks(fn: Callable[..., Any], *xs: jax.Array, max_rows: int) -> Any:
   """fn(*xs) over the leading (batch) axis in sequential chunks.
 
   XLA:CPU runs a transformer forward fastest when its activations fit the
-  cache: on 2 cores the mid-size MaskGIT rollout at batch 32 runs 1.6x
+  cache: on 2 CPU devices the mid-size MaskGIT rollout at batch 32 runs 1.6x
   faster with 4 rows per device per forward than with all 32 at once
   (docs/RESULTS.md, Speed). Chunk j holds rows j, j + k, j + 2k, ... (k
   chunks), so the rows of a batch sharded over devices stay on their
