@@ -29,7 +29,12 @@ once). torch gets the same --threads.
 
 Rows: img/s of the hand-crafted schedule and with the policy (its share
 is 1 - t_heuristic / t_policy), the first call (jax: compile + run; a
-scan should compile in about constant time in T), and peak RSS.
+scan should compile in about constant time in T), and peak RSS. A second
+table says where the ratio comes from: each side's transformer FLOP rate
+in its hand-crafted rollout (passes x XLA's count of FLOPs per row-pass x
+img/s), as a share of that side's own rate on the MLP's two GEMMs at one
+guided forward's rows (2B x (side^2 + 1) tokens, split over the devices as
+the rollout's batch is).
 """
 
 import argparse
@@ -103,10 +108,18 @@ def run_jax(size: dict, batches, steps_list, repeats: int,
     agent_params = timing.init_agent(agent, gen.obs_shape)
     run = timing.jitted_rollout(gen, agent)
     params, agent_params = timing.replicated((params, agent_params))
+    # One pass of the transformer over one row, as XLA counts it: both
+    # sides run this network, so their rates are comparable.
+    ids = jnp.zeros((8, side * side), jnp.int32)
+    pass_gflop = jax.jit(transformer.apply).lower(
+        {'params': params['transformer']}, ids, ids[:, 0]).compile(
+        ).cost_analysis()['flops'] / 8 / 1e9
     for b in batches:
       labels = jnp.arange(b, dtype=jnp.int32) % size['classes']
       row = dict(framework='jax', devices=jax.device_count(),
-                 forward_rows=forward_rows, steps=steps, batch=b)
+                 forward_rows=forward_rows, steps=steps, batch=b,
+                 passes=2 * steps, pass_gflop=pass_gflop,
+                 gemm_gflop_s=_gemm_rate_jax(size, b))
       for use_policy in (False, True):
         stats = {}
         secs = timing.time_fn(
@@ -118,6 +131,33 @@ def run_jax(size: dict, batches, steps_list, repeats: int,
         row[f'{tag}_first_call_s'] = stats['first_call_s']
       rows.append(row)
   return rows
+
+
+def _gemm_rows(size: dict, batch: int) -> int:
+  """Token rows of one guided forward (2B rows of side^2 + 1 tokens)."""
+  return 2 * batch * (size['side'] ** 2 + 1)
+
+
+def _gemm_rate_jax(size: dict, batch: int, repeats: int = 10) -> float:
+  """GFLOP/s of the transformer's MLP (two GEMMs) at one forward's rows.
+
+  The rows are split over the devices as the rollout splits its batch.
+  """
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  from adagen_jax.parallel import mesh as mesh_lib
+  import timing
+  # pylint: enable=g-import-not-at-top
+  w = size['width']
+  rows = _gemm_rows(size, batch)
+  x = jax.device_put(jnp.ones((rows, w)),
+                     mesh_lib.batch_sharded(mesh_lib.make_mesh()))
+  w1, w2 = timing.replicated((jnp.full((w, 4 * w), 0.01),
+                              jnp.full((4 * w, w), 0.01)))
+  mlp = jax.jit(lambda x, a, b: jax.nn.relu(x @ a) @ b)
+  secs = timing.time_fn(mlp, x, w1, w2, repeats=repeats)
+  return 2 * 2 * rows * w * 4 * w / secs / 1e9
 
 
 # --------------------------------------------------------------- torch side --
@@ -275,12 +315,24 @@ def run_torch(size: dict, batches, steps_list, repeats: int) -> list[dict]:
       logits_c, feat = nnet(ids, labels)
     return sampled
 
+  def gemm_rate(b, repeats=10):
+    w = s['width']
+    x = torch.ones(_gemm_rows(s, b), w)
+    w1, w2 = torch.full((w, 4 * w), 0.01), torch.full((4 * w, w), 0.01)
+    torch.relu(x @ w1) @ w2
+    times = []
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      torch.relu(x @ w1) @ w2
+      times.append(time.perf_counter() - t0)
+    return 2 * 2 * x.shape[0] * w * 4 * w / min(times) / 1e9
+
   rows = []
   with torch.inference_mode():
     for steps in steps_list:
       for b in batches:
         row = dict(framework='torch', devices=1, forward_rows=b, steps=steps,
-                   batch=b)
+                   batch=b, passes=2 * steps + 1, gemm_gflop_s=gemm_rate(b))
         for use_policy in (False, True):
           t0 = time.perf_counter()
           rollout(b, steps, use_policy)
@@ -371,6 +423,23 @@ def main():
           f'{r["heuristic_img_s"] / t["heuristic_img_s"]:6.2f}      '
           f'{r["policy_img_s"] / t["policy_img_s"]:6.2f} | '
           f'{r["peak_rss_gib"]:5.2f} {t["peak_rss_gib"]:5.2f}')
+  # Where the ratio comes from: each side's transformer FLOP rate in its
+  # hand-crafted rollout (passes x XLA's FLOPs per row-pass x img/s) against
+  # its own GEMM rate at the MLP's shape.
+  print('transformer GFLOP/s in the hand-crafted rollout (share of the side\'s'
+        ' MLP GEMM rate); passes per image')
+  print('dev rows steps batch |  jax GFLOP/s (share) passes | torch GFLOP/s '
+        '(share) passes')
+  rate = lambda r, g: r['passes'] * g * r['heuristic_img_s']
+  for r in sorted((r for r in rows if r['framework'] == 'jax'),
+                  key=lambda r: (r['steps'], r['batch'], r['devices'],
+                                 r['forward_rows'])):
+    t = torch_rows[(r['steps'], r['batch'])]
+    rj, rt = rate(r, r['pass_gflop']), rate(t, r['pass_gflop'])
+    print(f'{r["devices"]:3d} {r["forward_rows"]:4d} {r["steps"]:5d} '
+          f'{r["batch"]:5d} | {rj:8.1f} ({rj / r["gemm_gflop_s"]:4.0%}) '
+          f'{r["passes"]:5d} | {rt:8.1f} ({rt / t["gemm_gflop_s"]:4.0%}) '
+          f'{t["passes"]:5d}')
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(dict(size=args.size, threads=args.threads, rows=rows), f,
