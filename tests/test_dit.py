@@ -257,6 +257,16 @@ def test_x0_clip_bounds_the_data_prediction_and_is_off_by_default():
     generators.build(tiny_config('dit', x0_clip=-1.0))
 
 
+def test_min_stage_ratio_is_recorded_only_when_on_and_checked():
+  g, _ = generators.build(tiny_config('dit'))
+  guarded, _ = generators.build(tiny_config('dit', min_stage_ratio=0.1))
+  assert g.min_stage_ratio == 0.0 and 'min_stage_ratio' not in g.identity()
+  assert guarded.identity()['min_stage_ratio'] == 0.1
+  for bad in (-0.1, 1.0):
+    with pytest.raises(errors.UserError, match='min_stage_ratio'):
+      generators.build(tiny_config('dit', min_stage_ratio=bad))
+
+
 @pytest.mark.parametrize('name,t_end', [('dit', 0.002), ('sit', 0.998)])
 def test_t_end_moves_the_grid_and_clamp_end(name, t_end):
   g, params = generators.build(tiny_config(name, t_end=t_end))

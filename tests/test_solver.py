@@ -173,6 +173,29 @@ def test_decisions_map_onto_the_2s_points():
   np.testing.assert_allclose(state.t_start, t, atol=1e-7)
 
 
+def test_min_stage_ratio_bounds_the_2s_correction():
+  """min_ratio floors r1 h at min_ratio h: the correction's factor <= 0.5 /
+  min_ratio where the stage point hugs the step start, and the reference
+  update wherever r1 >= min_ratio (the hand-crafted grids: r1 ~ 0.5)."""
+  noise = _noise()
+  full = lambda v: jnp.full((8,), v, jnp.float32)
+  x0_s, x0_s1 = jnp.zeros_like(noise), jnp.ones_like(noise)
+  step = lambda s1, m: solver.dpm_second_order(
+      VP, noise, full(0.55), full(s1), full(0.22), x0_s, x0_s1, m)
+  # A stage point 0.01 after the start: r1 ~ 0.03 on this step.
+  first = solver.dpm_first_order(VP, noise, full(0.55), full(0.22), x0_s)
+  h = VP.lam(0.22) - VP.lam(0.55)
+  phi = VP.alpha(0.22) * jnp.expm1(-h)
+  for m in (0.1, 0.25):
+    np.testing.assert_allclose(step(0.54, m) - first, -0.5 / m * phi,
+                               rtol=1e-4)
+  reference = step(0.54, 0.0) - first
+  assert float(jnp.abs(reference).max()) > 2.5 * float(jnp.abs(
+      step(0.54, 0.1) - first).max())
+  # The midpoint in time (r1 ~ 0.45 here) is untouched.
+  np.testing.assert_array_equal(step(0.385, 0.1), step(0.385, 0.0))
+
+
 # (method, schedule, spacing, expected order). The log-SNR grid is DPM-
 # Solver's natural uniform step; Heun and Euler step evenly in flow time.
 _ORDER_CASES = [('dpm2s', 'vp', 'logsnr', 2.0),

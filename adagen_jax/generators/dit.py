@@ -141,6 +141,9 @@ class LatentGenerator:
       latent hides and a pixel image shows.
     forward_rows: the most rows (samples x {cond, null}) per device in one
       network forward; 0 runs the 2B rows at once (base.in_chunks).
+    min_stage_ratio: 'dpm2s': the least r1 (the learned stage point's share
+      of the step in log-SNR) the second-order correction assumes
+      (solver.dpm_second_order); 0 is the reference.
   """
   paradigm: Paradigm
   net: dit_nets.DiT
@@ -159,6 +162,7 @@ class LatentGenerator:
   t_end: float | None = None
   output: str = ''
   forward_rows: int = 0
+  min_stage_ratio: float = 0.0
 
   @property
   def name(self) -> str:
@@ -271,7 +275,8 @@ class LatentGenerator:
                        self.cfg_channels)
     pred = self.prediction(out, sol.x, sol.t)
     sol = solver.advance(self.method, self.paradigm.schedule,
-                         self.rule, sol, pred, action['timesteps'])
+                         self.rule, sol, pred, action['timesteps'],
+                         self.min_stage_ratio)
 
     def run(sol):
       return self.evaluate(params, sol.x, sol.t, state.labels)
@@ -310,7 +315,9 @@ class LatentGenerator:
             # option existed still match.
             **({'x0_clip': self.x0_clip} if self.x0_clip > 0 else {}),
             **({'t_end': self.t_end} if self.t_end is not None else {}),
-            **({'output': self.output} if self.output else {})}
+            **({'output': self.output} if self.output else {}),
+            **({'min_stage_ratio': self.min_stage_ratio}
+               if self.min_stage_ratio > 0 else {})}
 
 
 def _converter_command(paradigm: Paradigm, out_dir: str) -> str:
@@ -436,6 +443,11 @@ def build_generator(gen_config, paradigm: Paradigm
     raise errors.UserError(
         f'config.generator.x0_clip={x0_clip}: use 0 (off) or the data '
         'range bound, e.g. 1.0 for pixels in [-1, 1].')
+  min_stage_ratio = float(gen_config.get('min_stage_ratio', 0.0))
+  if not 0 <= min_stage_ratio < 1:
+    raise errors.UserError(
+        f'config.generator.min_stage_ratio={min_stage_ratio}: use 0 (the '
+        'reference) or a share of the step in [0, 1), e.g. 0.1.')
   params = load_params(gen_config, paradigm, net, vae)
   if gen_config.get('random_init', False):
     weights = digest = 'random_init'
@@ -454,7 +466,8 @@ def build_generator(gen_config, paradigm: Paradigm
       # The published model's output is stored as '' so that both spellings
       # give one identity.
       output='' if output == paradigm.outputs[0] else output,
-      forward_rows=int(gen_config.get('forward_rows', 0)))
+      forward_rows=int(gen_config.get('forward_rows', 0)),
+      min_stage_ratio=min_stage_ratio)
   return gen, params
 
 

@@ -33,7 +33,7 @@ from adagen_jax.configs import shipped
 
 _SAMPLING = ('steps', 'smoothing', 'cfg_init', 'solver', 'schedule',
              't_start', 'cfg_channels', 'output', 't_end',
-             'forward_rows')
+             'forward_rows', 'min_stage_ratio')
 
 
 def get_config(paradigm: str = 'sit'):
