@@ -26,37 +26,62 @@ FLAG_SETS = {
 }
 
 
-def _gflop(rows, width, secs):
+def mlp_gflop_s(rows: int, width: int, secs: float) -> float:
+  """GFLOP/s of relu(x W1) W2, x [rows, width], W1 [width, 4 width]."""
   return 2 * 2 * rows * width * 4 * width / secs / 1e9
 
 
-def _child(args):
+def jax_mlp_gflop_s(rows: int, width: int, dtype: str = 'float32',
+                    repeats: int = 20, place=lambda x, w1, w2: (x, w1, w2)
+                    ) -> float:
+  """XLA's rate on the MLP pair (best of `repeats` after a warm-up).
+
+  `place(x, w1, w2)` puts the operands on devices (e.g. x split over a mesh).
+  """
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  # pylint: enable=g-import-not-at-top
+  dtype = jnp.dtype(dtype)
+  ops = place(jnp.ones((rows, width), dtype),
+              jnp.full((width, 4 * width), 0.01, dtype),
+              jnp.full((4 * width, width), 0.01, dtype))
+  mlp = jax.jit(lambda x, a, b: jax.nn.relu(x @ a) @ b)
+  jax.block_until_ready(mlp(*ops))
   times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(mlp(*ops))
+    times.append(time.perf_counter() - t0)
+  return mlp_gflop_s(rows, width, min(times))
+
+
+def torch_mlp_gflop_s(rows: int, width: int, dtype: str = 'float32',
+                      repeats: int = 20) -> float:
+  """PyTorch's rate on the same pair, with its current thread count."""
+  import torch  # pylint: disable=g-import-not-at-top
+  dtype = getattr(torch, dtype)
+  x = torch.ones(rows, width, dtype=dtype)
+  w1 = torch.full((width, 4 * width), 0.01, dtype=dtype)
+  w2 = torch.full((4 * width, width), 0.01, dtype=dtype)
+  with torch.inference_mode():
+    torch.relu(x @ w1) @ w2
+    times = []
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      torch.relu(x @ w1) @ w2
+      times.append(time.perf_counter() - t0)
+  return mlp_gflop_s(rows, width, min(times))
+
+
+def _child(args):
   if args.framework == 'torch':
     import torch  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
-    x = torch.ones(args.rows, args.width, dtype=dtype)
-    w1 = torch.full((args.width, 4 * args.width), 0.01, dtype=dtype)
-    w2 = torch.full((4 * args.width, args.width), 0.01, dtype=dtype)
-    fn = lambda: torch.relu(x @ w1) @ w2
-    wait = lambda y: y
+    rate = torch_mlp_gflop_s(args.rows, args.width, args.dtype, args.repeats)
   else:
-    import jax  # pylint: disable=g-import-not-at-top
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-    dtype = jnp.dtype(args.dtype)
-    x = jnp.ones((args.rows, args.width), dtype)
-    w1 = jnp.full((args.width, 4 * args.width), 0.01, dtype)
-    w2 = jnp.full((4 * args.width, args.width), 0.01, dtype)
-    mlp = jax.jit(lambda x, a, b: jax.nn.relu(x @ a) @ b)
-    fn = lambda: mlp(x, w1, w2)
-    wait = jax.block_until_ready
-  wait(fn())
-  for _ in range(args.repeats):
-    t0 = time.perf_counter()
-    wait(fn())
-    times.append(time.perf_counter() - t0)
-  print(f'GFLOPS {_gflop(args.rows, args.width, min(times)):.1f}')
+    rate = jax_mlp_gflop_s(args.rows, args.width, args.dtype, args.repeats)
+  print(f'GFLOPS {rate:.1f}')
 
 
 def main():

@@ -138,32 +138,30 @@ def _gemm_rows(size: dict, batch: int) -> int:
   return 2 * batch * (size['side'] ** 2 + 1)
 
 
-def _gemm_rate_jax(size: dict, batch: int, repeats: int = 10) -> float:
+def _gemm_rate_jax(size: dict, batch: int) -> float:
   """GFLOP/s of the transformer's MLP (two GEMMs) at one forward's rows.
 
   The rows are split over the devices as the rollout splits its batch.
   """
   # pylint: disable=g-import-not-at-top
   import jax
-  import jax.numpy as jnp
   from adagen_jax.parallel import mesh as mesh_lib
+  import cpu_gemm
   import timing
   # pylint: enable=g-import-not-at-top
-  w = size['width']
-  rows = _gemm_rows(size, batch)
-  x = jax.device_put(jnp.ones((rows, w)),
-                     mesh_lib.batch_sharded(mesh_lib.make_mesh()))
-  w1, w2 = timing.replicated((jnp.full((w, 4 * w), 0.01),
-                              jnp.full((4 * w, w), 0.01)))
-  mlp = jax.jit(lambda x, a, b: jax.nn.relu(x @ a) @ b)
-  secs = timing.time_fn(mlp, x, w1, w2, repeats=repeats)
-  return 2 * 2 * rows * w * 4 * w / secs / 1e9
+  mesh = mesh_lib.make_mesh()
+  place = lambda x, w1, w2: (
+      jax.device_put(x, mesh_lib.batch_sharded(mesh)),
+      *timing.replicated((w1, w2)))
+  return cpu_gemm.jax_mlp_gflop_s(_gemm_rows(size, batch), size['width'],
+                                  repeats=10, place=place)
 
 
 # --------------------------------------------------------------- torch side --
 
 
 def run_torch(size: dict, batches, steps_list, repeats: int) -> list[dict]:
+  import cpu_gemm  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
@@ -315,24 +313,14 @@ def run_torch(size: dict, batches, steps_list, repeats: int) -> list[dict]:
       logits_c, feat = nnet(ids, labels)
     return sampled
 
-  def gemm_rate(b, repeats=10):
-    w = s['width']
-    x = torch.ones(_gemm_rows(s, b), w)
-    w1, w2 = torch.full((w, 4 * w), 0.01), torch.full((4 * w, w), 0.01)
-    torch.relu(x @ w1) @ w2
-    times = []
-    for _ in range(repeats):
-      t0 = time.perf_counter()
-      torch.relu(x @ w1) @ w2
-      times.append(time.perf_counter() - t0)
-    return 2 * 2 * x.shape[0] * w * 4 * w / min(times) / 1e9
-
   rows = []
   with torch.inference_mode():
     for steps in steps_list:
       for b in batches:
+        gemm = cpu_gemm.torch_mlp_gflop_s(_gemm_rows(s, b), s['width'],
+                                          repeats=10)
         row = dict(framework='torch', devices=1, forward_rows=b, steps=steps,
-                   batch=b, passes=2 * steps + 1, gemm_gflop_s=gemm_rate(b))
+                   batch=b, passes=2 * steps + 1, gemm_gflop_s=gemm)
         for use_policy in (False, True):
           t0 = time.perf_counter()
           rollout(b, steps, use_policy)

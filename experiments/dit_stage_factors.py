@@ -45,11 +45,9 @@ _FLOOR = flags.DEFINE_float(
 
 def picked_times(rule: solver.TimeRule, picks: np.ndarray) -> np.ndarray:
   """float [K, B] picks -> the times the solver uses (its clamps)."""
-  t = np.clip(picks[0], *rule.start_bounds)
-  times = [t]
+  times = [rule.clamp_start(picks[0])]
   for pick in picks[1:]:
-    t = np.maximum(np.minimum(pick, t - rule.gap), rule.end)
-    times.append(t)
+    times.append(rule.clamp_next(pick, times[-1]))
   return np.stack(times)
 
 
