@@ -3,9 +3,9 @@
   python -m adagen_jax.main [--config=configs/NAME.py[:ARG]] [--workdir=DIR]
                             [--config.key=value ...]
 
-With no flags it runs the embedded default: the shipped Fashion-MNIST SiT at
-4 NFE, a policy trained for about 9 minutes on a 2-core CPU, ending with
-hand-crafted, tuned and AdaGen FD-FMNIST. User errors print one line and
+With no flags it runs the embedded default: the shipped Fashion-MNIST
+MaskGIT at T=4, a policy trained for about 6 minutes on a 2-core CPU,
+ending with hand-crafted, tuned and AdaGen FD-FMNIST. User errors print one line and
 exit 2.
 """
 

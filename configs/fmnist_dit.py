@@ -10,8 +10,8 @@
 decisions: the start time, then a time and a guidance weight after each
 evaluation). The network ships (adagen_jax/assets/fmnist_dit.*: v-prediction,
 5500 CPU steps, docs/RESULTS.md); the first command retrains it (~1 h of
-the idle 2-core CPU, resumable). RL settings are the 2-core CPU ones of the
-embedded default (adagen_jax/configs/default.py); for a GPU raise
+the idle 2-core CPU, resumable). RL settings are the 2-core CPU ones
+(experiment.CPU_RL, as in the embedded default); for a GPU raise
 ppo.trajectories and num_iterations.
 
 Expected at 4 NFE (docs/RESULTS.md, "AdaGen on the DiT at 4 NFE"): the

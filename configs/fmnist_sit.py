@@ -10,16 +10,16 @@
 decisions: the start time, then a time and a guidance weight after each
 evaluation). The network ships (adagen_jax/assets/fmnist_sit.*: 5500 CPU steps,
 docs/RESULTS.md); the first command retrains it (~1.1 h of the idle 2-core
-CPU, resumable). RL settings are
-the 2-core CPU ones of the embedded default (adagen_jax/configs/default.py);
-for a GPU raise ppo.trajectories and num_iterations.
+CPU, resumable). RL settings are the 2-core CPU ones (experiment.CPU_RL,
+as in the embedded default); for a GPU raise ppo.trajectories and
+num_iterations.
 
 Expected at 4 NFE (docs/RESULTS.md, "AdaGen on the SiT at 4 NFE"): the
 hand-crafted grid FD-FMNIST 13.74 +- 0.06, label accuracy 0.959 (10k
 samples, seeds 0-2); the tuned schedule 9.43; AdaGen with this config's
-recipe (experiment.CPU_FD_CONTRAST_CONF, the embedded default's)
-10.67 +- 0.33 over training seeds 0-2 (11.04 for seed 0, the shipped
-policy), label accuracy 0.951; ~6 min of training each on the 2-core CPU.
+recipe (experiment.CPU_FD_CONTRAST_CONF) 10.67 +- 0.33 over training
+seeds 0-2 (11.04 for seed 0, the shipped policy), label accuracy 0.951;
+~6 min of training each on the 2-core CPU.
 """
 
 from adagen_jax.configs import experiment

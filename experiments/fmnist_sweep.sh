@@ -93,6 +93,18 @@ declare -A FLAGS=(
   # diagnostic, docs/experiments/maskgit14_T8_rewards.md).
   [table_group_tuned_fidx3]='--config.ppo.group_size=4 --config.policy.table_init=tuned
     --config.ppo.table_learning_rate=0.01 --config.reward.feature_index=3'
+  # The same with twice the trajectories per iteration (the reward's and
+  # the advantage's noise over twice the samples): do the seeds still split?
+  [table_group_tuned_fidx3_b512]='--config.ppo.group_size=4 --config.policy.table_init=tuned
+    --config.ppo.table_learning_rate=0.01 --config.reward.feature_index=3
+    --config.ppo.trajectories=512'
+  # The same at half the rates (table and network) over twice the
+  # iterations: the same drift, the noise averaged over twice the updates.
+  [table_group_tuned_fidx3_slow]='--config.ppo.group_size=4 --config.policy.table_init=tuned
+    --config.ppo.table_learning_rate=0.005 --config.ppo.learning_rate=1.5e-4
+    --config.reward.feature_index=3 --config.num_iterations=120
+    --config.policy.std_decay_steps=(80,) --config.checkpoint_every=20
+    --config.plots_every=40'
   # The FD reward on DiscBackbone's last block (experiment.CPU_FD_TABLE's;
   # for the configs on ContrastNet).
   [table_disc]='--config.reward.backbone=fmnist --config.reward.feature_index=-1'
@@ -153,6 +165,8 @@ declare -A NAMES=(
   [table_group_tuned_contrast0_conf1]='AdaGen, FD on ContrastNet stage 0 + 1.0 x class confidence, group baseline (G=4), table from the tuned schedule'
   [diag_group_tuned]='DIAGNOSTIC (never shipped): FD on FeatureNet, training split, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_fidx3]='AdaGen, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule'
+  [table_group_tuned_fidx3_b512]='AdaGen, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
+  [table_group_tuned_fidx3_slow]='AdaGen, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule, 120 iterations at half the rates'
   [table_fidx1]='AdaGen, FD reward on reward-backbone block 1, step table'
   [table_fidx2]='AdaGen, FD reward on reward-backbone block 2, step table'
   [table_fidx3]='AdaGen, FD reward on reward-backbone block 3, step table'

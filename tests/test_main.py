@@ -62,12 +62,12 @@ def test_config_arguments_and_the_embedded_default():
   assert c.ppo.trajectories == experiment.CPU_RL['ppo']['trajectories']
   with pytest.raises(errors.UserError, match='known: cpu, runlocal'):
     experiment.adagen_config(gen(), 'gpu')
-  # The embedded default: SiT at 4 NFE with the FD-reward table recipe on
-  # ContrastNet plus DiscBackbone's confidence.
+  # The embedded default: MaskGIT at T=4, the FD-reward table recipe on
+  # DiscBackbone's block 3 started at the tuned schedule, groups of 4.
   d = default.get_config()
-  assert (d.generator.name, d.generator.steps) == ('sit', 4)
+  assert (d.generator.name, d.generator.steps) == ('maskgit', 4)
   assert d.reward.name == 'fd' and d.policy.step_bias
-  assert (d.reward.backbone, d.reward.feature_index) == ('fmnist_contrast', 0)
-  assert (d.reward.static_weight, d.reward.static_backbone) == (1.0, 'fmnist')
-  assert d.ppo.table_learning_rate == 0.03
+  assert (d.reward.backbone, d.reward.feature_index) == ('fmnist', 3)
+  assert (d.policy.table_init, d.ppo.group_size) == ('tuned', 4)
+  assert d.ppo.table_learning_rate == 0.01
   assert d.num_iterations == experiment.CPU_RL['num_iterations']

@@ -198,6 +198,19 @@ CPU_RL = dict(
 CPU_FD_TABLE = {**CPU_RL, 'reward.name': 'fd', 'policy.step_bias': True,
                 'ppo.table_learning_rate': 0.03}
 
+# CPU_FD_TABLE started at the shipped tuned schedule (a local optimum of
+# the constants, chosen by FeatureNet's FD on sampling seed 100, never an
+# evaluation seed), with rollouts in groups of 4 from one noise and the
+# group's mean reward as the advantage's baseline, the table at a third of
+# the rate (so it refines the optimum rather than leaving it), and the FD
+# on DiscBackbone's block 3, whose action gradient agrees best with the
+# evaluation's (docs/RESULTS.md, "Fashion-MNIST MaskGIT: AdaGen at T=4
+# and T=8"). The MaskGIT's from-tuned recipe and the embedded default's.
+CPU_FD_FROM_TUNED = {**CPU_FD_TABLE, 'ppo.group_size': 4,
+                     'policy.table_init': 'tuned',
+                     'ppo.table_learning_rate': 0.01,
+                     'reward.feature_index': 3}
+
 # CPU_FD_TABLE with the reward that moves the flows' schedules furthest
 # (docs/experiments/flow_T4_reward_backbones.md): FD on the first feature
 # set of ContrastNet (self-supervised, full resolution: DiscBackbone's FD
