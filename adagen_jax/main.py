@@ -5,8 +5,8 @@
 
 With no flags it runs the embedded default: the shipped Fashion-MNIST
 MaskGIT at T=4, a policy trained for about 6 minutes on a 2-core CPU,
-ending with hand-crafted, tuned and AdaGen FD-FMNIST. User errors print one line and
-exit 2.
+ending with hand-crafted, tuned and AdaGen FD-FMNIST. User errors print
+one line and exit 2.
 """
 
 import os

@@ -21,13 +21,18 @@ T=8"; 10k samples, FD-FMNIST, seeds 0-2): hand-crafted 13.40 +- 0.16 at
 T=8 and 19.06 +- 0.15 at T=4; tuned (`--policy=tuned`) 6.27 +- 0.11 and
 11.63 +- 0.09. This recipe: 11.04 at T=8 and 24.70 at T=4 (training seed
 0, label accuracy 0.91-0.92), ~15 min of training on the 2-core CPU.
-Started at the tuned schedule (add --config.ppo.group_size=4
---config.policy.table_init=tuned --config.ppo.table_learning_rate=0.01):
-10.81 +- 0.67 at T=4 over training seeds 0-2 (7% below tuned; seed 0 is
-the shipped T=4 --policy=adagen), ~5 min of training each. At T=8 it
-loses to the tuned 6.27: 6.36 and 8.93 for training seeds 0 and 1 from
-the tuned schedule, 6.82 and 8.94 from the first grid's (seed 0 of the
-latter is the shipped T=8 --policy=adagen).
+Started at the tuned schedule with the FD on DiscBackbone's block 3
+(experiment.CPU_FD_FROM_TUNED, the embedded default's recipe: add
+--config.ppo.group_size=4 --config.policy.table_init=tuned
+--config.ppo.table_learning_rate=0.01 --config.reward.feature_index=3)
+and 512 trajectories per iteration (`python -m adagen_jax.main
+--config.ppo.trajectories=512 --config.seed=S`, or the sweep's
+table_group_tuned_fidx3_b512, which evaluates seed S on 10k samples of
+sampling seed S): 10.40 +- 0.48 at T=4 over training seeds 0-2, 10.6%
+below tuned (seed 0 is the shipped T=4 --policy=adagen), ~18 min of
+training each on one core. At T=8 the 256-trajectory version loses to
+the tuned 6.27: 7.57 +- 1.92 (5.63, 7.62, 9.47; seed 0 is the shipped
+T=8 --policy=adagen).
 """
 
 from adagen_jax.configs import experiment
