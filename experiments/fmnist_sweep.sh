@@ -47,6 +47,11 @@ strong_d='--config.reward.d_steps=3 --config.reward.lr=3e-4'
 # first, so it cannot score the tokenizer's artefacts (which no policy can
 # remove).
 recon="$strong_d --config.reward.real_reconstructed=True"
+# From the tuned schedule (groups of 4, the table at a third of the rate)
+# with the FD reward on DiscBackbone's block 3: experiment.CPU_FD_FROM_TUNED,
+# the embedded default's recipe.
+fidx3_tuned='--config.ppo.group_size=4 --config.policy.table_init=tuned
+  --config.ppo.table_learning_rate=0.01 --config.reward.feature_index=3'
 declare -A FLAGS=(
   # The config's own recipe (FD reward, per-step table at its own rate).
   [table]=''
@@ -91,16 +96,12 @@ declare -A FLAGS=(
   # From the tuned schedule with the FD reward on DiscBackbone's block 3,
   # which ranks samples most like FeatureNet (Spearman +0.78 against the
   # diagnostic, docs/experiments/maskgit14_T8_rewards.md).
-  [table_group_tuned_fidx3]='--config.ppo.group_size=4 --config.policy.table_init=tuned
-    --config.ppo.table_learning_rate=0.01 --config.reward.feature_index=3'
+  [table_group_tuned_fidx3]=$fidx3_tuned
   # The same with twice the trajectories per iteration (the reward's and
   # the advantage's noise over twice the samples): do the seeds still split?
-  [table_group_tuned_fidx3_b512]='--config.ppo.group_size=4 --config.policy.table_init=tuned
-    --config.ppo.table_learning_rate=0.01 --config.reward.feature_index=3
-    --config.ppo.trajectories=512'
-  [table_group_tuned_fidx3_b512_nonadaptive]='--config.ppo.group_size=4 --config.policy.table_init=tuned
-    --config.ppo.table_learning_rate=0.01 --config.reward.feature_index=3
-    --config.ppo.trajectories=512 --config.policy.kind=nonadaptive'
+  [table_group_tuned_fidx3_b512]="$fidx3_tuned --config.ppo.trajectories=512"
+  [table_group_tuned_fidx3_b512_nonadaptive]="$fidx3_tuned --config.ppo.trajectories=512
+    --config.policy.kind=nonadaptive"
   # The same at half the rates (table and network) over twice the
   # iterations: the same drift, the noise averaged over twice the updates.
   [table_group_tuned_fidx3_slow]='--config.ppo.group_size=4 --config.policy.table_init=tuned
