@@ -16,8 +16,10 @@ by FeatureNet.
       --fidelity_policy=RUN/fidelity/policy --lams=0,0.25,0.5,0.75,1 \
       --seeds=0,1,2 --num=10000 --out=lam.jsonl --figures=docs/figures
 
-  # Diagnostic: the same candidates kept by FD gain or by typicality (the
-  # Gaussian log-density of the reward features under the real statistics).
+  # The same candidates kept by FD gain or by typicality (the Gaussian
+  # log-density of the reward features under the real statistics), each a
+  # per-sample score, or chosen together for the set's FD in the reward's
+  # features (refine.select_for_set).
   python experiments/fmnist_refine.py --stage=scores --policy=RUN/policy \
       --max_n=4 --seeds=0,1,2 --num=2000 --out=scores.jsonl
 
@@ -198,21 +200,30 @@ def gaussian(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _typicality(reward_model, reward_state, images, mu, prec):
-  """float32 [M]: Gaussian log-density (up to a constant) of images' reward
-  features (never FeatureNet) under (mu, prec) of `gaussian`."""
-  z = reward_model.pooled(reward_state.frozen, images) - mu
+def _pooled(reward_model, reward_state, images):
+  """float32 [M, D]: the FD reward's pooled features (never FeatureNet)."""
+  return reward_model.pooled(reward_state.frozen, images)
+
+
+def typicality(feats: jax.Array, mu: jax.Array, prec: jax.Array) -> jax.Array:
+  """float32 [M]: Gaussian log-density (up to a constant) of feats [M, D]
+  under (mu, prec) of `gaussian`."""
+  z = feats - mu
   return -0.5 * jnp.einsum('bi,ij,bj->b', z, prec, z)
 
 
 def run_scores(policy: str, steps: int, max_n: int, seeds: list[int],
                num: int, batch: int) -> list[dict]:
-  """Best-of-N of an FD-reward policy kept by FD gain or by typicality.
+  """Best-of-N of an FD-reward policy kept by three rules.
 
-  The FD gain over fixed reference samples is the training reward with the
-  batch-mates held fixed; typicality is the Gaussian log-density of the
-  candidate's reward features under the real statistics the FD reward
-  holds. One row per (score, N), both over the same candidates.
+  - fd_gain: the FD gain over fixed reference samples, the training reward
+    with the batch-mates held fixed (per sample);
+  - log_density: the Gaussian log-density of the candidate's reward
+    features under the real statistics the FD reward holds (per sample);
+  - set_fd: every sample's candidate chosen together, by descent on the
+    reward's FD of the whole chosen set (`refine.select_for_set`).
+  One row per (rule, N), all over the same candidates; set_fd rows also
+  carry the reward's own FD before and after the selection.
   """
   gen, gen_params = _generator(steps)
   refinement, variables = refine.load_refinement(policy, gen,
@@ -222,25 +233,41 @@ def run_scores(policy: str, steps: int, max_n: int, seeds: list[int],
     raise errors.UserError(f'--stage=scores needs a policy trained with the '
                            f'FD reward; {policy} was not.')
   evaluator = evaluate.Evaluator.create('fmnist-test')
-  real = gaussian(*model.real_stats(state))
-  per = {}  # (score, N) -> per-seed metrics
+  mu_r, sigma_r = model.real_stats(state)
+  real = gaussian(mu_r, sigma_r)
+  per, reward_fd = {}, {}  # (rule, N) -> per-seed metrics / reward FDs
   for seed in seeds:
     images, gain, labels = scored_candidates(
         refinement, variables, gen_params, num, seed, max_n, batch)
     flat = images.reshape((-1,) + images.shape[2:])
-    density = np.concatenate([
-        np.asarray(_typicality(model, state, flat[i:i + batch * max_n], *real))
-        for i in range(0, flat.shape[0], batch * max_n)]).reshape(gain.shape)
-    for name, score in (('fd_gain', gain), ('log_density', density)):
-      for n in range(1, max_n + 1):
-        per.setdefault((name, n), []).append(
-            evaluator(best_prefix(images, score, n), labels))
+    feats = np.concatenate([
+        np.asarray(_pooled(model, state, flat[i:i + batch * max_n]))
+        for i in range(0, flat.shape[0], batch * max_n)])
+    density = np.asarray(typicality(feats, *real)).reshape(gain.shape)
+    feats = feats.reshape(gain.shape + feats.shape[1:])
+    for n in range(1, max_n + 1):
+      chosen, history = refine.select_for_set([(feats[:, :n], mu_r, sigma_r)])
+      picks = {'fd_gain': best_prefix(images, gain, n),
+               'log_density': best_prefix(images, density, n),
+               'set_fd': images[np.arange(num), chosen]}
+      reward_fd.setdefault(n, []).append((history[0], history[-1]))
+      for name, kept in picks.items():
+        per.setdefault((name, n), []).append(evaluator(kept, labels))
         print(f'seed {seed} {name} best-of-{n}: '
               f'{evaluate.format_metrics(per[name, n][-1])}', flush=True)
-  return [rows_lib.summarise(metrics, stage='best_of_score',
-                             policy=os.path.abspath(policy), steps=steps,
-                             score=name, best_of=n, seeds=seeds, num=num)
-          for (name, n), metrics in per.items()]
+      print(f'seed {seed} set_fd best-of-{n}: reward FD {history[0]:.3f} -> '
+            f'{history[-1]:.3f} in {len(history) - 1} rounds', flush=True)
+  rows = []
+  for (name, n), metrics in per.items():
+    extra = {}
+    if name == 'set_fd':
+      extra = dict(reward_fd_before=[b for b, _ in reward_fd[n]],
+                   reward_fd_after=[a for _, a in reward_fd[n]])
+    rows.append(rows_lib.summarise(metrics, stage='best_of_score',
+                                   policy=os.path.abspath(policy),
+                                   steps=steps, score=name, best_of=n,
+                                   seeds=seeds, num=num, **extra))
+  return rows
 
 
 def report(rows_file: str, lam_file: str | None, figures: str) -> str:

@@ -102,6 +102,12 @@ declare -A FLAGS=(
   [table_group_tuned_fidx3_b512]="$fidx3_tuned --config.ppo.trajectories=512"
   [table_group_tuned_fidx3_b512_nonadaptive]="$fidx3_tuned --config.ppo.trajectories=512
     --config.policy.kind=nonadaptive"
+  # The same plus a tenth of DiscBackbone's class confidence: at T=8 block
+  # 3's FD pushes sampling warmer and guidance down, the confidence the
+  # other way at ~4x the strength (RESULTS, "Why T=8 loses"); 0.3 and 1.0
+  # overshoot.
+  [table_group_tuned_fidx3_b512_conf01]="$fidx3_tuned --config.ppo.trajectories=512
+    --config.reward.static_weight=0.1 --config.reward.static_backbone=fmnist"
   # The same at half the rates (table and network) over twice the
   # iterations: the same drift, the noise averaged over twice the updates.
   [table_group_tuned_fidx3_slow]='--config.ppo.group_size=4 --config.policy.table_init=tuned
@@ -171,6 +177,7 @@ declare -A NAMES=(
   [table_group_tuned_fidx3]='AdaGen, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_fidx3_b512]='AdaGen, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_b512_nonadaptive]='AdaGen non-adaptive, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
+  [table_group_tuned_fidx3_b512_conf01]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_slow]='AdaGen, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule, 120 iterations at half the rates'
   [table_fidx1]='AdaGen, FD reward on reward-backbone block 1, step table'
   [table_fidx2]='AdaGen, FD reward on reward-backbone block 2, step table'

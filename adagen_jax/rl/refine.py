@@ -1,12 +1,15 @@
 """Inference-time refinement and the fidelity-diversity blend (AdaGen §III-F).
 
-Three additions on top of a trained policy, generic over the generator
+Additions on top of a trained policy, generic over the generator
 protocol (adagen_reference.md §8 items 11-12: none of them is in released
 code, so every choice below is ours and says why):
 
 - Best-of-N (`best_of_n`): N rollouts per label in one batch of B * N, each
   final image scored by the policy's own reward (the trained discriminator,
   or the FD gain over fixed reference samples), the best kept.
+- Best-of-N for a set (`select_for_set`): the candidates of every sample
+  chosen together, by descent on the FD of the chosen set (for metrics of
+  a set, which no per-sample score can follow).
 - Value lookahead (`lookahead_transition`): at chosen steps, K candidate next
   states from K sampling keys; the critic's V(obs_{t+1}, t + 1) picks one per
   sample. Only stochastic transitions (MaskGIT, VAR) have candidates.
@@ -31,6 +34,7 @@ import numpy as np
 
 from adagen_jax import errors
 from adagen_jax.generators import base
+from adagen_jax.metrics import fid
 from adagen_jax.rl import policy as policy_lib
 from adagen_jax.rl import ppo as ppo_lib
 from adagen_jax.rl import rewards as rewards_lib
@@ -228,6 +232,115 @@ def best_of_n(generator: base.Generator, gen_params, labels: jax.Array,
   chosen = jnp.argmax(scores, axis=1).astype(jnp.int32)
   rows = jnp.arange(labels.shape[0])
   return images[rows, chosen], scores[rows, chosen], chosen
+
+
+# --- best-of-N for a set --------------------------------------------------------
+
+
+def _inverse_root(a: np.ndarray) -> np.ndarray:
+  """A^(-1/2) of a PSD matrix, eigenvalues floored at 1e-9 of their mean (a
+  direction the set does not span must not blow up)."""
+  w, v = np.linalg.eigh(a)
+  return (v / np.sqrt(np.maximum(w, 1e-9 * max(np.mean(w), 1e-30)))) @ v.T
+
+
+class _SetFD:
+  """The FD of a chosen set in one feature space, and its first-order swap
+  cost (see `select_for_set`)."""
+
+  def __init__(self, feats: np.ndarray, mu_r: np.ndarray, sigma_r: np.ndarray):
+    self.feats = np.asarray(feats, np.float64)  # [M, N, D]
+    self.mu_r = np.asarray(mu_r, np.float64)
+    self.sigma_r = np.asarray(sigma_r, np.float64)
+    w, v = np.linalg.eigh(self.sigma_r)
+    self.root_r = (v * np.sqrt(np.maximum(w, 0.0))) @ v.T
+
+  def fd(self, chosen: np.ndarray) -> tuple[float, tuple]:
+    stats = fid.feature_stats(self.feats[np.arange(chosen.size), chosen])
+    return fid.frechet_distance(*stats, self.mu_r, self.sigma_r), stats
+
+  def cost(self, stats) -> np.ndarray:
+    """float64 [M, N]: q of every candidate; swapping y for x changes the
+    FD by (q(x) - q(y)) / M to first order."""
+    mu, sigma = stats
+    w = np.eye(mu.size) - self.root_r @ _inverse_root(
+        self.root_r @ sigma @ self.root_r) @ self.root_r
+    b = (mu - self.mu_r) - w @ mu
+    return (np.einsum('mnd,mnd->mn', self.feats @ w, self.feats)
+            + 2.0 * self.feats @ b)
+
+
+def select_for_set(spaces: Sequence[tuple[np.ndarray, np.ndarray,
+                                          np.ndarray]],
+                   *, fraction: float = 0.05, max_rounds: int = 400
+                   ) -> tuple[np.ndarray, list[float]]:
+  """One candidate per sample, chosen so that the SET's FD falls.
+
+  A per-sample score cannot do this for the FD: every candidate that lowers
+  the FD alone moves the set's statistics the same way, and keeping all of
+  them overshoots (docs/RESULTS.md, "Refinement": best-of-N by FD gain gets
+  worse with N). Here the choice is a descent on the FD of the chosen set.
+  To first order, swapping sample i's feature y for x changes the FD by
+  (q(x) - q(y)) / M with q(z) = z^T W z + 2 b^T z, where
+    W = I - R (R S R)^(-1/2) R,  R = sigma_r^(1/2),  S the set's covariance,
+    b = (mu - mu_r) - W mu,
+  the gradient of FD(mu, S) in mu and S. Each round swaps the `fraction` of
+  samples with the largest first-order gains, recomputes the exact FD, and
+  halves the fraction when it did not fall (the linearisation holds for
+  small moves only). Candidate 0 (plain sampling) is the start, so the
+  result is never worse than N = 1 in the features it sees.
+
+  With several feature spaces the objective is the sum of their FDs, each
+  divided by its value at the start: a set that fits one network's
+  features closely can still drift in what other networks see.
+
+  Host NumPy in float64: [D, D] algebra a few hundred times, like
+  metrics/fid.py.
+
+  Args:
+    spaces: per feature space, (feats float [M, N, D] of N candidates per
+      sample, mu_r [D], sigma_r [D, D] of the real features); a reward
+      backbone's features, never the evaluation network's.
+    fraction: the share of samples that may switch in the first round.
+    max_rounds: a bound on the rounds (each costs one O(M N D^2) product
+      per space).
+
+  Returns:
+    chosen int32 [M] in [0, N); the objective after each accepted round
+    (first entry: candidate 0's; with one space, its FD).
+  """
+  sets = [_SetFD(*space) for space in spaces]
+  m, n = sets[0].feats.shape[:2]
+  if any(s.feats.shape[:2] != (m, n) for s in sets):
+    raise ValueError('every feature space needs the same [M, N] candidates.')
+  chosen = np.zeros(m, np.int32)
+  start = [s.fd(chosen) for s in sets]
+  scale = [1.0 / fd if len(sets) > 1 else 1.0 for fd, _ in start]
+  objective = sum(c * fd for c, (fd, _) in zip(scale, start))
+  stats = [st for _, st in start]
+  history = [objective]
+  rows = np.arange(m)
+  for _ in range(max_rounds):
+    if n == 1 or fraction * m < 1:
+      break
+    q = sum(c * s.cost(st) for c, s, st in zip(scale, sets, stats))
+    best = np.argmin(q, axis=1)
+    gain = q[rows, chosen] - q[rows, best]
+    movers = np.argsort(-gain)[:int(fraction * m)]
+    movers = movers[gain[movers] > 0]
+    if movers.size == 0:
+      break
+    trial = chosen.copy()
+    trial[movers] = best[movers]
+    trial_fds = [s.fd(trial) for s in sets]
+    trial_objective = sum(c * fd for c, (fd, _) in zip(scale, trial_fds))
+    if trial_objective < objective:
+      chosen, objective = trial, trial_objective
+      stats = [st for _, st in trial_fds]
+      history.append(objective)
+    else:
+      fraction /= 2
+  return chosen, history
 
 
 # --- value lookahead ----------------------------------------------------------

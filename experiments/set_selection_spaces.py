@@ -1,0 +1,103 @@
+r"""Set selection in other feature spaces, and stopped early (issue 19 item 7).
+
+A diagnostic beside `fmnist_refine.py --stage=scores`, with its flags:
+
+  python experiments/set_selection_spaces.py \
+      --policy=adagen_jax/assets/policies/fmnist_maskgit_T4_adagen \
+      --steps=4 --max_n=4 --seeds=0 --num=2000 \
+      --out=docs/results/fmnist_maskgit_T4_set_selection.json
+
+Draws max_n candidates per sample (as fmnist_refine.py does), then chooses
+them with `refine.select_for_set` on the pooled features of
+
+- DiscBackbone block 3 (the policy's FD reward), blocks 1-4 together,
+  ContrastNet's three stages (self-supervised), and all eight;
+- DiscBackbone block 3 and blocks 1-4 stopped after a few rounds of 2%.
+
+Real statistics: 20 000 training images (never the test split).
+FeatureNet scores every choice against the test split, as everywhere;
+nothing here is used to pick a shipped setting.
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from adagen_jax import cli
+from adagen_jax import evaluate
+from adagen_jax.data import fashion_mnist
+from adagen_jax.metrics import fid
+from adagen_jax.rl import refine
+from adagen_jax.rl import rewards as rewards_lib
+import fmnist_refine
+
+_REALS = 20000
+_CHUNK = 500
+_ROUNDS = (0, 1, 2, 3, 5, 8, 12, 20, 40)
+
+
+def _pooled_sets(backbone, images: np.ndarray) -> list[np.ndarray]:
+  """Per feature set of the backbone, float32 [M, D] token means."""
+  fn = jax.jit(lambda x: [jnp.mean(f, axis=1)
+                          for f in backbone.features(backbone.variables, x)])
+  out = [fn(images[i:i + _CHUNK]) for i in range(0, images.shape[0], _CHUNK)]
+  return [np.concatenate([np.asarray(o[k]) for o in out])
+          for k in range(len(out[0]))]
+
+
+def feature_spaces(flat: np.ndarray, num: int, n: int) -> dict:
+  """name -> (feats [num, n, D], mu_r, sigma_r) of every reward feature set."""
+  reals = fashion_mnist.load('train')[0][:_REALS]
+  spaces = {}
+  for name, backbone in (('disc', rewards_lib.fmnist_backbone()),
+                         ('contrast', rewards_lib.fmnist_contrast_backbone())):
+    for k, (fake, real) in enumerate(zip(_pooled_sets(backbone, flat),
+                                         _pooled_sets(backbone, reals))):
+      spaces[f'{name}{k}'] = (fake.reshape(num, n, -1),
+                              *fid.feature_stats(real))
+  return spaces
+
+
+def main(argv):
+  del argv
+  steps, n, num = (fmnist_refine._STEPS.value, fmnist_refine._MAX_N.value,
+                   fmnist_refine._NUM.value)
+  gen, gen_params = fmnist_refine._generator(steps)
+  refinement, variables = refine.load_refinement(
+      fmnist_refine._POLICY.value, gen, best_of=max(n, 2))
+  evaluator = evaluate.Evaluator.create('fmnist-test')
+  groups = {'disc3': ['disc3'], 'disc1-4': ['disc1', 'disc2', 'disc3', 'disc4'],
+            'contrast0-2': ['contrast0', 'contrast1', 'contrast2']}
+  results = []
+  for seed in [int(s) for s in fmnist_refine._SEEDS.value]:
+    images, _, labels = fmnist_refine.scored_candidates(
+        refinement, variables, gen_params, num, seed, n,
+        fmnist_refine._BATCH.value)
+    spaces = feature_spaces(images.reshape((-1,) + images.shape[2:]), num, n)
+    groups['all'] = list(spaces)
+    rows = np.arange(num)
+
+    def evaluate_choice(**fields):
+      keys = groups[fields['spaces']]
+      chosen, history = refine.select_for_set(
+          [spaces[k] for k in keys], **fields.get('options', {}))
+      metrics = evaluator(images[rows, chosen], labels)
+      row = dict(fields, seed=seed, num=num, switched=int(np.sum(chosen > 0)),
+                 objective=[history[0], history[-1]], **metrics)
+      print(json.dumps(row), flush=True)
+      results.append(row)
+
+    for name in groups:
+      evaluate_choice(spaces=name, best_of=n)
+    for name in ('disc3', 'disc1-4'):
+      for rounds in _ROUNDS:
+        evaluate_choice(spaces=name, best_of=n,
+                        options=dict(fraction=0.02, max_rounds=rounds))
+  with open(fmnist_refine._OUT.value, 'w') as f:
+    json.dump(results, f, indent=1)
+
+
+if __name__ == '__main__':
+  cli.run(main)
