@@ -1,4 +1,4 @@
-r"""Set selection in other feature spaces, and stopped early (issue 19 item 7).
+r"""Best-of-N rules beyond the per-sample argmax (issue 19 item 7).
 
 A diagnostic beside `fmnist_refine.py --stage=scores`, with its flags:
 
@@ -12,7 +12,14 @@ them with `refine.select_for_set` on the pooled features of
 
 - DiscBackbone block 3 (the policy's FD reward), blocks 1-4 together,
   ContrastNet's three stages (self-supervised), and all eight;
-- DiscBackbone block 3 and blocks 1-4 stopped after a few rounds of 2%.
+- DiscBackbone block 3 and blocks 1-4 stopped after a few rounds of 2%;
+
+and, per sample, by rejecting outliers: keep the first candidate whose
+Gaussian log-density in DiscBackbone block k's features (k = 3, 4; real
+statistics of 10 000 training images) is above the p-th percentile of
+10 000 other training images' (p = 10, 25), the best one where none is.
+A candidate replaces a sample only if the sample is atypical, so the set
+keeps its diversity.
 
 Real statistics: 20 000 training images (never the test split).
 FeatureNet scores every choice against the test split, as everywhere;
@@ -36,6 +43,10 @@ import fmnist_refine
 _REALS = 20000
 _CHUNK = 500
 _ROUNDS = (0, 1, 2, 3, 5, 8, 12, 20, 40)
+_PERCENTILES = (10, 25)
+# Ridge of the real covariance's inverse, as a fraction of its mean
+# eigenvalue (fmnist_refine.gaussian's).
+_RIDGE = 1e-3
 
 
 def _pooled_sets(backbone, images: np.ndarray) -> list[np.ndarray]:
@@ -47,17 +58,35 @@ def _pooled_sets(backbone, images: np.ndarray) -> list[np.ndarray]:
           for k in range(len(out[0]))]
 
 
-def feature_spaces(flat: np.ndarray, num: int, n: int) -> dict:
-  """name -> (feats [num, n, D], mu_r, sigma_r) of every reward feature set."""
+def feature_spaces(flat: np.ndarray, num: int, n: int
+                   ) -> tuple[dict, dict]:
+  """name -> (feats [num, n, D], mu_r, sigma_r) of every reward feature set;
+  name -> real features [R, D]."""
   reals = fashion_mnist.load('train')[0][:_REALS]
-  spaces = {}
+  spaces, real_feats = {}, {}
   for name, backbone in (('disc', rewards_lib.fmnist_backbone()),
                          ('contrast', rewards_lib.fmnist_contrast_backbone())):
     for k, (fake, real) in enumerate(zip(_pooled_sets(backbone, flat),
                                          _pooled_sets(backbone, reals))):
       spaces[f'{name}{k}'] = (fake.reshape(num, n, -1),
                               *fid.feature_stats(real))
-  return spaces
+      real_feats[f'{name}{k}'] = real
+  return spaces, real_feats
+
+
+def typical_first(feats: np.ndarray, reals: np.ndarray, percentile: float
+                  ) -> np.ndarray:
+  """int [M]: per sample, the first of its candidates (feats [M, N, D])
+  whose log-density under the first half of `reals` is above the
+  percentile of the second half's; the densest where none is."""
+  half = reals.shape[0] // 2
+  mu, prec = fmnist_refine.gaussian(*fid.feature_stats(reals[:half]))
+  density = lambda x: np.asarray(fmnist_refine.typicality(x, mu, prec))
+  tau = np.percentile(density(reals[half:]), percentile)
+  score = density(feats.reshape(-1, feats.shape[-1])).reshape(feats.shape[:2])
+  ok = score >= tau
+  return np.where(ok.any(axis=1), ok.argmax(axis=1),
+                  score.argmax(axis=1)).astype(np.int32)
 
 
 def main(argv):
@@ -75,19 +104,24 @@ def main(argv):
     images, _, labels = fmnist_refine.scored_candidates(
         refinement, variables, gen_params, num, seed, n,
         fmnist_refine._BATCH.value)
-    spaces = feature_spaces(images.reshape((-1,) + images.shape[2:]), num, n)
+    spaces, real_feats = feature_spaces(
+        images.reshape((-1,) + images.shape[2:]), num, n)
     groups['all'] = list(spaces)
     rows = np.arange(num)
+
+    def record(chosen, **fields):
+      metrics = evaluator(images[rows, chosen], labels)
+      row = dict(fields, seed=seed, num=num, switched=int(np.sum(chosen > 0)),
+                 **metrics)
+      print(json.dumps(row), flush=True)
+      results.append(row)
 
     def evaluate_choice(**fields):
       keys = groups[fields['spaces']]
       chosen, history = refine.select_for_set(
           [spaces[k] for k in keys], **fields.get('options', {}))
-      metrics = evaluator(images[rows, chosen], labels)
-      row = dict(fields, seed=seed, num=num, switched=int(np.sum(chosen > 0)),
-                 objective=[history[0], history[-1]], **metrics)
-      print(json.dumps(row), flush=True)
-      results.append(row)
+      record(chosen, rule='set_fd', objective=[history[0], history[-1]],
+             **fields)
 
     for name in groups:
       evaluate_choice(spaces=name, best_of=n)
@@ -95,6 +129,12 @@ def main(argv):
       for rounds in _ROUNDS:
         evaluate_choice(spaces=name, best_of=n,
                         options=dict(fraction=0.02, max_rounds=rounds))
+    for name in ('disc3', 'disc4'):
+      for p in _PERCENTILES:
+        for best_of in range(1, n + 1):
+          record(typical_first(spaces[name][0][:, :best_of], real_feats[name],
+                               p), rule='typical_first', spaces=name,
+                 percentile=p, best_of=best_of)
   with open(fmnist_refine._OUT.value, 'w') as f:
     json.dump(results, f, indent=1)
 
