@@ -8,13 +8,15 @@ Then sample a blend with
   python -m adagen_jax.sample --config=CONFIG --policy=WORKDIR/policy \
       --fidelity_policy=WORKDIR/fidelity/policy --lam=0.5 ...
 
-The main policy (an export of `python -m adagen_jax.main`) and its
-discriminator are frozen. Each iteration draws lam ~ U[0, 1], rolls out
+The main policy (an export of `python -m adagen_jax.main`) and its reward
+are frozen. Each iteration draws lam ~ U[0, 1], rolls out
 (1 - lam) a_main + lam a_fid and updates the fidelity policy by PPO on
-(1 - lam) r_adversarial + lam r_fidelity, where r_fidelity is the reward
+(1 - lam) r_main + lam r_fidelity, where r_fidelity is the reward
 backbone's classifier confidence in the target class (`StaticReward`; never
-the evaluation network). The discriminator stays the one the main policy was
-trained against, so r_adversarial means the same for both policies. Uses
+the evaluation network) and r_main the main policy's reward: its
+discriminator, or its FD gain against its real statistics (then both terms
+are standardised over the batch first). The reward stays the one the main
+policy was trained with, so r_main means the same for both policies. Uses
 CONFIG's policy size, PPO settings (ppo.rollout_batch trajectories per
 iteration) and exploration schedule; exports to WORKDIR/policy.
 """
@@ -50,25 +52,33 @@ def train_fidelity(config, policy: str, workdir: str, iterations: int):
   gen, gen_params = generators.build(config.generator)
   main_agent, main_params, card = export.load(policy, gen)
   reward_config = ml_collections.ConfigDict(card['reward'])
-  if reward_config.name != 'adversarial':
+  if reward_config.name not in ('adversarial', 'fd'):
     raise errors.UserError(
         f'{policy} was trained with the {reward_config.name!r} reward; the '
-        'blend needs a main policy trained with the adversarial one.')
+        'blend needs a main policy trained with the adversarial or the fd '
+        'one.')
   if float(reward_config.get('static_weight', 0.0)) > 0:
     raise errors.UserError(
         f'{policy} was trained with reward.static_weight='
         f'{reward_config.static_weight} (a confidence bonus); the blend needs '
-        'a main policy trained with the plain adversarial reward.')
+        'a main policy trained with the plain adversarial or fd reward.')
+  # Blend rollouts are not in groups: the FD gain is leave-one-out here.
   adv = train.make_reward_model(reward_config, gen.num_classes)
   adv_state = export.load_reward_state(policy, gen, adv)
-  # The fidelity reward: the adversarial reward's backbone's confidence.
+  if not adv.backbone.classifier:
+    raise errors.UserError(
+        f'{policy}\'s reward backbone ({reward_config.backbone}) has no '
+        'classifier, so no class confidence to blend in; use a main policy '
+        'whose reward.backbone is fmnist (or another classifier).')
+  # The fidelity reward: the main reward's backbone's class confidence.
   fid = rewards_lib.StaticReward(adv.backbone)
   fid_state = fid.init(None, None, None)
   fid_agent = export.build_agent(config.policy, gen)
   trainer = refine.FidelityTraining(
       generator=gen, main_agent=main_agent, fid_agent=fid_agent,
       adv_reward=adv, fid_reward=fid,
-      ppo_config=train.ppo_settings(config.ppo))
+      ppo_config=train.ppo_settings(config.ppo),
+      standardise=reward_config.name == 'fd')
   rng = jax.random.key(config.seed)
   k_init, rng = jax.random.split(rng)
   state = ppo_lib.create_train_state(

@@ -461,6 +461,11 @@ def test_blend_reward():
                              [0.3, 0.7], rtol=1e-6)
   np.testing.assert_array_equal(refine.blend_reward(r_adv, r_fid, 0.0), r_adv)
   np.testing.assert_array_equal(refine.blend_reward(r_adv, r_fid, 1.0), r_fid)
+  # Standardised: an FD gain's scale no longer decides the blend.
+  small = jnp.asarray([0.01, 0.03])
+  np.testing.assert_allclose(
+      refine.blend_reward(small, r_fid, 0.5, standardise=True),
+      [0.0, 0.0], atol=1e-5)
 
 
 def test_fidelity_training_raises_the_fidelity_reward(gen, backbone, agents):

@@ -163,6 +163,27 @@ def test_fidelity_policy_trains_against_the_frozen_main_policy(weights,
     train_fidelity.train_fidelity(config, bonus, fid_dir, iterations=1)
 
 
+def test_fidelity_policy_of_an_fd_reward_policy(weights, tmp_path):
+  """The blend also serves policies trained with the FD reward: the FD gain
+  and the confidence are standardised before they are blended. Also the
+  FD reward's training on the 8 test devices (it once hung there:
+  rewards._eigvalsh)."""
+  from adagen_jax import train_fidelity  # pylint: disable=g-import-not-at-top
+  main_dir, fid_dir = str(tmp_path / 'main'), str(tmp_path / 'fid')
+  config = tiny_config(weights, num_iterations=1)
+  config.reward.name = 'fd'
+  train.train_and_evaluate(config, main_dir)
+  metrics = train_fidelity.train_fidelity(
+      config, os.path.join(main_dir, 'policy'), fid_dir, iterations=1)
+  assert 0.0 <= metrics['reward_fid'] <= 1.0
+  # Both terms standardised: the blended reward has mean ~0 whatever lam.
+  assert abs(metrics['reward']) < 1e-4
+  gen, _ = train.generators.build(config.generator)
+  _, _, card = export.load(os.path.join(fid_dir, 'policy'), gen)
+  assert card['notes']['fidelity_of'] == os.path.abspath(
+      os.path.join(main_dir, 'policy'))
+
+
 def test_reconstructed_reals_train_the_discriminator_on_tokenizer_output(
     weights, tmp_path):
   """real_reconstructed=True on real X == False on the tokenizer's recon(X)."""

@@ -536,8 +536,15 @@ def blend_act_fn(main_agent: policy_lib.Agent, main_params,
 
 
 def blend_reward(r_adv: jax.Array, r_fid: jax.Array,
-                 lam: jax.Array) -> jax.Array:
-  """float32 [B]: (1 - lam) r_adv + lam r_fid."""
+                 lam: jax.Array, standardise: bool = False) -> jax.Array:
+  """float32 [B]: (1 - lam) r_adv + lam r_fid.
+
+  With `standardise`, each term is first standardised over the batch: an
+  FD gain (~1e-2) and a class confidence (in [0, 1]) share no scale, and
+  unscaled the confidence would win at every lam.
+  """
+  if standardise:
+    r_adv, r_fid = rewards_lib.standardise(r_adv), rewards_lib.standardise(r_fid)
   return (1.0 - lam) * r_adv + lam * r_fid
 
 
@@ -574,10 +581,14 @@ class FidelityTraining:
     generator: the frozen generator.
     main_agent: the trained main policy (its params are an argument).
     fid_agent: the fidelity agent being trained (actor and its own critic).
-    adv_reward: the adversarial RewardModel.
+    adv_reward: the main policy's RewardModel (adversarial, or the FD
+      reward's leave-one-out gain).
     fid_reward: the fidelity RewardModel, e.g. `rewards.StaticReward` on
       the reward backbone's classifier (never the evaluation network).
     ppo_config: static PPO settings.
+    standardise: standardise both rewards over the batch before blending
+      (`blend_reward`; for the FD reward, whose scale is not the
+      confidence's).
   """
   generator: Any
   main_agent: policy_lib.Agent
@@ -585,6 +596,7 @@ class FidelityTraining:
   adv_reward: Any
   fid_reward: Any
   ppo_config: ppo_lib.PPOConfig = ppo_lib.PPOConfig()
+  standardise: bool = False
 
   def iteration(self, ppo_state: ppo_lib.TrainState, gen_params, main_params,
                 adv_state, fid_state, labels: jax.Array, rng: jax.Array,
@@ -614,7 +626,7 @@ class FidelityTraining:
                                act)
     r_adv = self.adv_reward.reward(adv_state, traj.images, labels, k_adv)
     r_fid = self.fid_reward.reward(fid_state, traj.images, labels, k_fid)
-    reward = blend_reward(r_adv, r_fid, lam)
+    reward = blend_reward(r_adv, r_fid, lam, self.standardise)
     batch = ppo_lib.make_batch(
         fidelity_trajectory(self.main_agent, main_params, traj, lam), reward)
     ppo_state, metrics = ppo_lib.ppo_update(ppo_state, self.fid_agent, batch,
