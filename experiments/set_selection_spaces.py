@@ -6,6 +6,10 @@ A diagnostic beside `fmnist_refine.py --stage=scores`, with its flags:
       --policy=adagen_jax/assets/policies/fmnist_maskgit_T4_adagen \
       --steps=4 --max_n=4 --seeds=0 --num=2000 \
       --out=docs/results/fmnist_maskgit_T4_set_selection.json
+  # The outlier rejection alone, on the seeds not used to look at it:
+  python experiments/set_selection_spaces.py --policy=... --steps=4 \
+      --max_n=4 --seeds=1,2 --num=2000 --rules=typical_first \
+      --out=docs/results/fmnist_maskgit_T4_typical_first.json
 
 Draws max_n candidates per sample (as fmnist_refine.py does), then chooses
 them with `refine.select_for_set` on the pooled features of
@@ -28,6 +32,7 @@ nothing here is used to pick a shipped setting.
 
 import json
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,6 +52,10 @@ _PERCENTILES = (10, 25)
 # Ridge of the real covariance's inverse, as a fraction of its mean
 # eigenvalue (fmnist_refine.gaussian's).
 _RIDGE = 1e-3
+_RULES = flags.DEFINE_list(
+    'rules', ['set_fd', 'early_stop', 'typical_first'],
+    'Which rules to run: set_fd (every space, to convergence), early_stop '
+    '(disc3 and disc1-4 after a few rounds), typical_first.')
 
 
 def _pooled_sets(backbone, images: np.ndarray) -> list[np.ndarray]:
@@ -123,13 +132,14 @@ def main(argv):
       record(chosen, rule='set_fd', objective=[history[0], history[-1]],
              **fields)
 
-    for name in groups:
+    rules = set(_RULES.value)
+    for name in groups if 'set_fd' in rules else ():
       evaluate_choice(spaces=name, best_of=n)
-    for name in ('disc3', 'disc1-4'):
+    for name in ('disc3', 'disc1-4') if 'early_stop' in rules else ():
       for rounds in _ROUNDS:
         evaluate_choice(spaces=name, best_of=n,
                         options=dict(fraction=0.02, max_rounds=rounds))
-    for name in ('disc3', 'disc4'):
+    for name in ('disc3', 'disc4') if 'typical_first' in rules else ():
       for p in _PERCENTILES:
         for best_of in range(1, n + 1):
           record(typical_first(spaces[name][0][:, :best_of], real_feats[name],
