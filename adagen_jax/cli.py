@@ -5,10 +5,12 @@ GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (`reexec_with_huge_pages`); set
 GLIBC_TUNABLES=glibc.malloc.hugetlb=0 to opt out.
 
 One JAX CPU device per core (JAX_NUM_CPU_DEVICES=2 on 2 cores) runs a
-sharded rollout 1.3-1.5x faster (docs/RESULTS.md, Speed), but it is not
-the default: with jaxlib 0.10 two devices that run a LAPACK kernel (the FD
-reward's eigh) at once can deadlock XLA's 2-thread intra-op pool. Set it
-for sampling (`adagen_jax.sample` splits its batches over the devices).
+sharded rollout 1.3-1.5x faster (docs/RESULTS.md, Speed). It is not the
+default, so that the measured runs keep their one-device numbers; training
+and sampling both split their batches over the devices when it is set
+(the FD reward's eigvalsh then goes one matrix at a time: with jaxlib 0.10
+two devices running LAPACK's batched kernel at once deadlocked XLA's
+intra-op pool, `rl.rewards._eigvalsh`).
 """
 
 import logging as py_logging
