@@ -237,11 +237,13 @@ def best_of_n(generator: base.Generator, gen_params, labels: jax.Array,
 # --- best-of-N for a set --------------------------------------------------------
 
 
-def _inverse_root(a: np.ndarray) -> np.ndarray:
-  """A^(-1/2) of a PSD matrix, eigenvalues floored at 1e-9 of their mean (a
-  direction the set does not span must not blow up)."""
+def _psd_power(a: np.ndarray, power: float, floor: float = 0.0
+               ) -> np.ndarray:
+  """A^power of a symmetric PSD matrix, its eigenvalues floored at `floor`
+  times their mean (for a negative power: a direction the set does not span
+  must not blow up)."""
   w, v = np.linalg.eigh(a)
-  return (v / np.sqrt(np.maximum(w, 1e-9 * max(np.mean(w), 1e-30)))) @ v.T
+  return (v * np.maximum(w, floor * max(np.mean(w), 1e-30)) ** power) @ v.T
 
 
 class _SetFD:
@@ -252,8 +254,7 @@ class _SetFD:
     self.feats = np.asarray(feats, np.float64)  # [M, N, D]
     self.mu_r = np.asarray(mu_r, np.float64)
     self.sigma_r = np.asarray(sigma_r, np.float64)
-    w, v = np.linalg.eigh(self.sigma_r)
-    self.root_r = (v * np.sqrt(np.maximum(w, 0.0))) @ v.T
+    self.root_r = _psd_power(self.sigma_r, 0.5)
 
   def fd(self, chosen: np.ndarray) -> tuple[float, tuple]:
     stats = fid.feature_stats(self.feats[np.arange(chosen.size), chosen])
@@ -263,8 +264,8 @@ class _SetFD:
     """float64 [M, N]: q of every candidate; swapping y for x changes the
     FD by (q(x) - q(y)) / M to first order."""
     mu, sigma = stats
-    w = np.eye(mu.size) - self.root_r @ _inverse_root(
-        self.root_r @ sigma @ self.root_r) @ self.root_r
+    w = np.eye(mu.size) - self.root_r @ _psd_power(
+        self.root_r @ sigma @ self.root_r, -0.5, 1e-9) @ self.root_r
     b = (mu - self.mu_r) - w @ mu
     return (np.einsum('mnd,mnd->mn', self.feats @ w, self.feats)
             + 2.0 * self.feats @ b)
