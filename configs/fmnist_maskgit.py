@@ -30,9 +30,12 @@ and 512 trajectories per iteration (`python -m adagen_jax.main
 table_group_tuned_fidx3_b512, which evaluates seed S on 10k samples of
 sampling seed S): 10.40 +- 0.48 at T=4 over training seeds 0-2, 10.6%
 below tuned (seed 0 is the shipped T=4 --policy=adagen), ~18 min of
-training each on one core. At T=8 the 256-trajectory version loses to
-the tuned 6.27: 7.57 +- 1.92 (5.63, 7.62, 9.47; seed 0 is the shipped
-T=8 --policy=adagen).
+training each on one core. At T=8 that recipe loses to the tuned 6.27
+(6.90 +- 0.75); with a tenth of DiscBackbone's class confidence added
+(--config.reward.static_weight=0.1 --config.reward.static_backbone=fmnist,
+the sweep's table_group_tuned_fidx3_b512_conf01) it is 6.16 +- 0.64
+(5.54, 5.90, 7.03; seed 0 is the shipped T=8 --policy=adagen), ~45 min
+of training each on one core.
 """
 
 from adagen_jax.configs import experiment

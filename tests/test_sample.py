@@ -105,15 +105,16 @@ def test_shipped_policy_loads_for_its_step_count_only():
   assert card['num_steps'] == 8 and card['policy']['kind'] == 'adaptive'
   obs = jnp.zeros((2,) + tuple(gen.obs_shape))
   assert agent.mean(params, obs, jnp.int32(0)).shape == (2, 4)
-  # It carries what best-of-N needs: its reward's state (the FD reward on
-  # ContrastNet, scored over fixed reference samples); no fidelity policy
-  # (the blend's needs a main policy trained on the adversarial reward).
+  # Its reward (FD + a confidence bonus standardised over the batch) scores
+  # a batch, not a sample: best-of-N is refused, the critic's lookahead
+  # works; no fidelity policy (the blend's needs a main policy trained on
+  # the adversarial reward).
   from adagen_jax.rl import refine  # pylint: disable=g-import-not-at-top
   from adagen_jax.rl import rewards  # pylint: disable=g-import-not-at-top
-  refinement, variables = refine.load_refinement('adagen', gen, best_of=2,
-                                                 lookahead=2)
-  assert sorted(variables) == ['policy', 'reward']
-  assert isinstance(refinement.reward_model, rewards.FDReward)
+  with pytest.raises(errors.UserError, match='ConfidenceBonus depends on'):
+    refine.load_refinement('adagen', gen, best_of=2)
+  refinement, _ = refine.load_refinement('adagen', gen, lookahead=2)
+  assert refinement.lookahead == 2
   with pytest.raises(errors.UserError, match='no fidelity/'):
     refine.load_refinement('adagen', gen, lam=0.5)
   # The learnable non-adaptive ablation: one action vector per step, the
@@ -130,6 +131,12 @@ def test_shipped_policy_loads_for_its_step_count_only():
   for name, kind in (('adagen', 'adaptive'), ('nonadaptive', 'nonadaptive')):
     _, _, card = export.load(name, gen4)
     assert card['num_steps'] == 4 and card['policy']['kind'] == kind
+  # T=4's carries what best-of-N needs: its FD reward's state (scored over
+  # fixed reference samples).
+  refinement, variables = refine.load_refinement('adagen', gen4, best_of=2,
+                                                 lookahead=2)
+  assert sorted(variables) == ['policy', 'reward']
+  assert isinstance(refinement.reward_model, rewards.FDReward)
   gen16, _ = generators.build(shipped.fmnist_maskgit_generator(16))
   for name in ('adagen', 'nonadaptive'):
     with pytest.raises(errors.UserError, match='no shipped'):
