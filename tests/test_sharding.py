@@ -72,3 +72,21 @@ def test_sharded_ppo_update_equals_single_device():
       jax.random.key(0), (16, 8))
   diff = jax.tree.map(lambda a, b: np.abs(a - b).max(), p0, p1)
   assert max(jax.tree.leaves(diff)) > 1e-4
+
+
+def test_replicated_state_does_not_retrace_a_one_device_step():
+  """On a 1-device mesh, replicate() places single-device arrays on the mesh:
+  a jitted step fed its own outputs must hit its trace cache (jit keys on the
+  mesh, so an unmeshed first input retraced and recompiled every program)."""
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ('data',),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+  state = mesh_lib.replicate({'w': jnp.ones(3), 'n': jnp.int32(0)}, mesh)
+  assert all(x.sharding == mesh_lib.replicated(mesh)
+             for x in jax.tree.leaves(state))
+  assert mesh_lib.replicate(state, mesh)['w'] is state['w']  # passes through
+  step = jax.jit(lambda s: {'w': s['w'] * 2, 'n': s['n'] + 1},
+                 out_shardings=mesh_lib.replicated(mesh))
+  for _ in range(3):
+    state = step(state)
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+  np.testing.assert_array_equal(state['w'], 8.0)

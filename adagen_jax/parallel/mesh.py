@@ -66,8 +66,13 @@ def replicate(tree, mesh: Mesh):
   out = list(leaves)
   global_idx = []  # global arrays with another sharding: resharded together
   for i, x in enumerate(leaves):
-    if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(target,
-                                                                x.ndim):
+    # Only a NamedSharding on `mesh` passes: a single-device array is
+    # "equivalent" on a 1-device mesh, but jit keys its cache on the mesh, so
+    # it would retrace (and recompile) every step once its outputs come back
+    # on the mesh.
+    if (isinstance(x, jax.Array) and isinstance(x.sharding, NamedSharding)
+        and x.sharding.mesh == mesh
+        and x.sharding.is_equivalent_to(target, x.ndim)):
       continue
     if (isinstance(x, jax.Array) and
         jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)):
