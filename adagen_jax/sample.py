@@ -27,6 +27,13 @@ Inference-time refinement (adagen_jax.rl.refine; each needs an exported
   --best_of=N        N candidates per sample, the best kept by the export's
                      reward (its reward/ state: a discriminator, or the FD
                      gain over fixed reference samples);
+    --best_of_rule=typical [--typical_percentile=25]
+                     instead keeps the first candidate that is not an
+                     outlier: its log-density in the reward backbone's last
+                     feature set (a Gaussian of real training images) is
+                     above that percentile of held-out real images'. Any
+                     policy; on FD-reward policies it helps where the
+                     largest score hurts (docs/RESULTS.md, "Refinement");
   --lookahead=K      K candidate next states at --lookahead_steps (default
                      all but the last), the critic's best kept (MaskGIT, VAR);
   --lam=L [--fidelity_policy=PATH]
@@ -81,6 +88,14 @@ def _define_flags():
   flags.DEFINE_integer('batch', 500, 'Samples per rollout call.')
   flags.DEFINE_integer('best_of', 1, "N candidates per sample; the export's "
                        'reward (discriminator or FD gain) keeps one.')
+  flags.DEFINE_enum('best_of_rule', 'score', ['score', 'typical'],
+                    "Which candidate --best_of keeps: 'score', the largest "
+                    "reward score; 'typical', the first that is not an "
+                    "outlier of real images in the reward backbone's "
+                    'features (any policy).')
+  flags.DEFINE_float('typical_percentile', 25.0, "--best_of_rule=typical's "
+                     "threshold: this percentile of real images' "
+                     'log-densities.')
   flags.DEFINE_integer('lookahead', 1, 'K candidate next states; the '
                        "export's critic keeps one.")
   flags.DEFINE_list('lookahead_steps', None, 'Steps t of the lookahead '
@@ -204,7 +219,8 @@ def _refinement(f, generator):
                            'integers, e.g. --lookahead_steps=0,1,2') from None
   return refine.load_refinement(
       f.policy, generator, best_of=f.best_of, lookahead=f.lookahead,
-      lookahead_steps=steps, lam=f.lam, fidelity_policy=f.fidelity_policy)
+      lookahead_steps=steps, lam=f.lam, fidelity_policy=f.fidelity_policy,
+      best_of_rule=f.best_of_rule, typical_percentile=f.typical_percentile)
 
 
 def main(argv):

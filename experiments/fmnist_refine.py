@@ -76,9 +76,6 @@ _OUT = flags.DEFINE_string('out', None, 'Rows file (JSON lines).',
 _LAM_ROWS = flags.DEFINE_string('lam_rows', None, 'Lambda rows file of '
                                 '--stage=report.')
 _FIGURES = flags.DEFINE_string('figures', 'docs/figures', 'PNG folder.')
-# Ridge on the real covariance of `gaussian`, as a fraction of its mean
-# eigenvalue: near-empty feature directions must not dominate the score.
-_RIDGE = 1e-3
 
 
 def _prefix(steps: int) -> str:
@@ -190,26 +187,10 @@ def run_lam(policy: str, fidelity: str, steps: int, lams: list[float],
   return rows
 
 
-def gaussian(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(mean [D], precision [D, D]) of the real features, ridge-regularised.
-
-  Inverted once per run, not per scored batch.
-  """
-  d = mu.shape[0]
-  return mu, jnp.linalg.inv(sigma + _RIDGE * jnp.trace(sigma) / d * jnp.eye(d))
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def _pooled(reward_model, reward_state, images):
   """float32 [M, D]: the FD reward's pooled features (never FeatureNet)."""
   return reward_model.pooled(reward_state.frozen, images)
-
-
-def typicality(feats: jax.Array, mu: jax.Array, prec: jax.Array) -> jax.Array:
-  """float32 [M]: Gaussian log-density (up to a constant) of feats [M, D]
-  under (mu, prec) of `gaussian`."""
-  z = feats - mu
-  return -0.5 * jnp.einsum('bi,ij,bj->b', z, prec, z)
 
 
 def run_scores(policy: str, steps: int, max_n: int, seeds: list[int],
@@ -234,7 +215,7 @@ def run_scores(policy: str, steps: int, max_n: int, seeds: list[int],
                            f'FD reward; {policy} was not.')
   evaluator = evaluate.Evaluator.create('fmnist-test')
   mu_r, sigma_r = model.real_stats(state)
-  real = gaussian(mu_r, sigma_r)
+  real = refine.gaussian(mu_r, sigma_r)
   per, reward_fd = {}, {}  # (rule, N) -> per-seed metrics / reward FDs
   for seed in seeds:
     images, gain, labels = scored_candidates(
@@ -243,7 +224,7 @@ def run_scores(policy: str, steps: int, max_n: int, seeds: list[int],
     feats = np.concatenate([
         np.asarray(_pooled(model, state, flat[i:i + batch * max_n]))
         for i in range(0, flat.shape[0], batch * max_n)])
-    density = np.asarray(typicality(feats, *real)).reshape(gain.shape)
+    density = np.asarray(refine.typicality(feats, *real)).reshape(gain.shape)
     feats = feats.reshape(gain.shape + feats.shape[1:])
     for n in range(1, max_n + 1):
       chosen, history = refine.select_for_set([(feats[:, :n], mu_r, sigma_r)])

@@ -45,13 +45,10 @@ from adagen_jax.rl import refine
 from adagen_jax.rl import rewards as rewards_lib
 import fmnist_refine
 
-_REALS = 20000
+_REALS = refine.TYPICAL_REALS
 _CHUNK = 500
 _ROUNDS = (0, 1, 2, 3, 5, 8, 12, 20, 40)
 _PERCENTILES = (10, 25)
-# Ridge of the real covariance's inverse, as a fraction of its mean
-# eigenvalue (fmnist_refine.gaussian's).
-_RIDGE = 1e-3
 _RULES = flags.DEFINE_list(
     'rules', ['set_fd', 'early_stop', 'typical_first'],
     'Which rules to run: set_fd (every space, to convergence), early_stop '
@@ -87,15 +84,14 @@ def typical_first(feats: np.ndarray, reals: np.ndarray, percentile: float
                   ) -> np.ndarray:
   """int [M]: per sample, the first of its candidates (feats [M, N, D])
   whose log-density under the first half of `reals` is above the
-  percentile of the second half's; the densest where none is."""
+  percentile of the second half's; the densest where none is (the rule
+  `adagen_jax.sample --best_of_rule=typical` runs)."""
   half = reals.shape[0] // 2
-  mu, prec = fmnist_refine.gaussian(*fid.feature_stats(reals[:half]))
-  density = lambda x: np.asarray(fmnist_refine.typicality(x, mu, prec))
-  tau = np.percentile(density(reals[half:]), percentile)
+  mu, prec = refine.gaussian(*fid.feature_stats(reals[:half]))
+  density = lambda x: refine.typicality(jnp.asarray(x), mu, prec)
+  tau = jnp.percentile(density(reals[half:]), percentile)
   score = density(feats.reshape(-1, feats.shape[-1])).reshape(feats.shape[:2])
-  ok = score >= tau
-  return np.where(ok.any(axis=1), ok.argmax(axis=1),
-                  score.argmax(axis=1)).astype(np.int32)
+  return np.asarray(refine.first_typical(score, tau))
 
 
 def main(argv):

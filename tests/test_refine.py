@@ -247,6 +247,48 @@ def run_lookahead(gen, closeness_agent):
   return run
 
 
+def test_first_typical():
+  density = jnp.array([[0.0, 5.0, 6.0],    # first above tau: candidate 1
+                       [3.0, 9.0, 1.0],    # the first is typical: kept
+                       [-4.0, -1.0, -2.0]])  # none: the densest
+  np.testing.assert_array_equal(refine.first_typical(density, 2.0),
+                                [1, 0, 1])
+
+
+def test_typical_of_n_keeps_the_first_non_outlier(gen, backbone,
+                                                  run_lookahead):
+  g, gp = gen
+  reals = jax.jit(lambda: rollout_lib.rollout(
+      g, gp, _labels(64), jax.random.key(2)).images)()
+  stats = refine.fit_typicality(backbone, -1, np.asarray(reals), 50.0,
+                                chunk=16)
+  # The threshold is the median of the held-out half's densities.
+  feats = refine.pooled_features(backbone, -1, reals[32:])
+  held_out = refine.typicality(feats, stats['mu'], stats['prec'])
+  np.testing.assert_allclose(stats['tau'], np.percentile(held_out, 50),
+                             rtol=1e-5)
+  rng = jax.random.key(11)
+  run = jax.jit(lambda n: refine.typical_of_n(g, gp, _labels(), rng, None,
+                                              backbone, -1, stats, n),
+                static_argnums=0)
+  images, dens, chosen = run(3)
+  cands = refine.candidate_images(g, gp, _labels(), rng, None, 3)
+  want_dens = jax.vmap(lambda x: refine.typicality(
+      refine.pooled_features(backbone, -1, x), stats['mu'], stats['prec']),
+                       in_axes=1, out_axes=1)(cands)
+  want = refine.first_typical(want_dens, stats['tau'])
+  np.testing.assert_array_equal(chosen, want)
+  np.testing.assert_allclose(images, cands[jnp.arange(B), want], atol=1e-6)
+  # The quadratic form through a near-singular precision: float32 round-off
+  # of ~1e-4 between the jitted and eager programs.
+  np.testing.assert_allclose(dens, want_dens[jnp.arange(B), want],
+                             rtol=1e-4, atol=1e-3)
+  # N = 1 is plain sampling.
+  np.testing.assert_array_equal(run(1)[0], run_lookahead(0, None, rng))
+  with pytest.raises(errors.UserError, match='percentile=100'):
+    refine.fit_typicality(backbone, -1, np.asarray(reals), 100.0)
+
+
 def test_set_selection_lowers_the_sets_fd():
   from adagen_jax.metrics import fid
   rng = np.random.default_rng(0)
@@ -572,6 +614,29 @@ def test_load_refinement(gen, backbone, exported, adv, tmp_path):
   images, scores = jax.jit(refinement.sample)(variables, gp, _labels(),
                                               jax.random.key(0))
   assert images.shape == (B, 8, 8, 1) and scores.shape == (B,)
+
+
+def test_load_refinement_typical_rule(gen, backbone, exported):
+  """Outlier rejection needs no reward state: real images and the reward
+  backbone; a generator off Fashion-MNIST must bring its own reals."""
+  g, gp = gen
+  reals = jax.jit(lambda: rollout_lib.rollout(
+      g, gp, _labels(64), jax.random.key(2)).images)()
+  refinement, variables = refine.load_refinement(
+      exported, g, best_of=3, backbone=backbone, best_of_rule='typical',
+      typical_percentile=25.0, reals=np.asarray(reals))
+  assert sorted(variables) == ['policy', 'typical']
+  assert refinement.describe().startswith(
+      'refinement best_of=3 (typical) lookahead=1 steps=[] blend=False: '
+      '3.00x generator transitions, 3 reward-backbone forwards')
+  images, dens = jax.jit(refinement.sample)(variables, gp, _labels(),
+                                            jax.random.key(0))
+  assert images.shape == (B, 8, 8, 1) and dens.shape == (B,)
+  with pytest.raises(errors.UserError, match='only Fashion-MNIST'):
+    refine.load_refinement(exported, g, best_of=2, backbone=backbone,
+                           best_of_rule='typical')
+  with pytest.raises(errors.UserError, match="best_of_rule='best'"):
+    refine.load_refinement(exported, g, best_of=2, best_of_rule='best')
 
 
 def test_exports_with_the_whole_reward_state_still_load(gen, backbone,

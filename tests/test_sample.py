@@ -106,13 +106,20 @@ def test_shipped_policy_loads_for_its_step_count_only():
   obs = jnp.zeros((2,) + tuple(gen.obs_shape))
   assert agent.mean(params, obs, jnp.int32(0)).shape == (2, 4)
   # Its reward (FD + a confidence bonus standardised over the batch) scores
-  # a batch, not a sample: best-of-N is refused, the critic's lookahead
-  # works; no fidelity policy (the blend's needs a main policy trained on
+  # a batch, not a sample: best-of-N by score is refused, the critic's
+  # lookahead works; no fidelity policy (the blend's needs a main policy trained on
   # the adversarial reward).
   from adagen_jax.rl import refine  # pylint: disable=g-import-not-at-top
   from adagen_jax.rl import rewards  # pylint: disable=g-import-not-at-top
   with pytest.raises(errors.UserError, match='ConfidenceBonus depends on'):
     refine.load_refinement('adagen', gen, best_of=2)
+  # Outlier rejection serves it: DiscBackbone's last block, real training
+  # images.
+  refinement, variables = refine.load_refinement(
+      'adagen', gen, best_of=2, best_of_rule='typical')
+  assert refinement.best_of_rule == 'typical'
+  assert variables['typical']['prec'].shape == (
+      variables['typical']['mu'].shape * 2)
   refinement, _ = refine.load_refinement('adagen', gen, lookahead=2)
   assert refinement.lookahead == 2
   with pytest.raises(errors.UserError, match='no fidelity/'):

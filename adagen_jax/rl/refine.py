@@ -7,6 +7,10 @@ code, so every choice below is ours and says why):
 - Best-of-N (`best_of_n`): N rollouts per label in one batch of B * N, each
   final image scored by the policy's own reward (the trained discriminator,
   or the FD gain over fixed reference samples), the best kept.
+- Best-of-N by outlier rejection (`typical_of_n`): keep a sample's first
+  candidate unless its reward-backbone features are atypical of real
+  images (log-density below a percentile of held-out reals'), then the
+  next. Needs no reward state, so it serves every policy.
 - Best-of-N for a set (`select_for_set`): the candidates of every sample
   chosen together, by descent on the FD of the chosen set (for metrics of
   a set, which no per-sample score can follow).
@@ -50,6 +54,14 @@ FD_REFERENCE_SIZE = 255
 # Smallest training lam: the fidelity samples are recovered from the blended
 # action by dividing by lam (`fidelity_trajectory`).
 LAM_MIN = 1e-3
+# Outlier rejection: real images whose features fit the Gaussian (half) and
+# set the threshold (the other half), and the ridge on that Gaussian's
+# covariance as a fraction of its mean eigenvalue, so near-empty feature
+# directions do not dominate the density. The rule was chosen on sampling
+# seed 0 and held on seeds 1-2 (docs/RESULTS.md, "Refinement").
+TYPICAL_REALS = 20000
+TYPICAL_RIDGE = 1e-3
+BEST_OF_RULES = ('score', 'typical')
 _TRAIN_HINT = ('train one with python -m adagen_jax.main --config=... '
                '--workdir=WORKDIR and pass --policy=WORKDIR/policy')
 
@@ -89,7 +101,8 @@ def check_scorer(reward_model):
                                    rewards_lib.StaticReward)):
     raise errors.UserError(
         'best-of-N scores every sample on its own, and the '
-        f'{type(reward_model).__name__} depends on the whole batch; use a '
+        f'{type(reward_model).__name__} depends on the whole batch; pass '
+        '--best_of_rule=typical (outlier rejection, any policy) or use a '
         'policy trained with config.reward.name=adversarial, fd or static '
         'and reward.static_weight=0.')
 
@@ -160,6 +173,22 @@ def score_samples(reward_model, reward_state, images: jax.Array,
   return scores.reshape(m, g)[:, 0]
 
 
+def candidate_images(generator: base.Generator, gen_params,
+                     labels: jax.Array, rng: jax.Array,
+                     act_fn: rollout_lib.ActFn | None, n: int,
+                     transition: rollout_lib.Transition | None = None
+                     ) -> jax.Array:
+  """float32 [B, N, H, W, C]: N candidate generations per label, from one
+  rollout of B * N samples (see `candidates`)."""
+  if n < 1:
+    raise errors.UserError(f'best-of-N needs N >= 1, got {n}; pass '
+                           '--best_of=4 for example.')
+  traj = rollout_lib.rollout(generator, gen_params, jnp.repeat(labels, n),
+                             rng, act_fn, keep_obs=False,
+                             transition=transition)
+  return traj.images.reshape((labels.shape[0], n) + traj.images.shape[1:])
+
+
 def candidates(generator: base.Generator, gen_params, labels: jax.Array,
                rng: jax.Array, act_fn: rollout_lib.ActFn | None,
                reward_model, reward_state, n: int, *,
@@ -191,17 +220,11 @@ def candidates(generator: base.Generator, gen_params, labels: jax.Array,
   Returns:
     images float32 [B, N, H, W, C]; scores float32 [B, N].
   """
-  if n < 1:
-    raise errors.UserError(f'best-of-N needs N >= 1, got {n}; pass '
-                           '--best_of=4 for example.')
-  b = labels.shape[0]
-  traj = rollout_lib.rollout(generator, gen_params, jnp.repeat(labels, n),
-                             rng, act_fn, keep_obs=False,
-                             transition=transition)
+  images = candidate_images(generator, gen_params, labels, rng, act_fn, n,
+                            transition)
   count = reference_size(reward_model)
   if count and reference is None:
     reference = reference_samples(generator, gen_params, act_fn, count)
-  images = traj.images.reshape((b, n) + traj.images.shape[1:])
   k_score = jax.random.fold_in(rng, n)
 
   def score_slot(x):  # images of candidate slot j, [B, H, W, C] -> [B]
@@ -232,6 +255,107 @@ def best_of_n(generator: base.Generator, gen_params, labels: jax.Array,
   chosen = jnp.argmax(scores, axis=1).astype(jnp.int32)
   rows = jnp.arange(labels.shape[0])
   return images[rows, chosen], scores[rows, chosen], chosen
+
+
+# --- best-of-N by outlier rejection -------------------------------------------
+
+
+def gaussian(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(mean [D], precision [D, D]) of features, the covariance ridged by
+  TYPICAL_RIDGE of its mean eigenvalue."""
+  d = mu.shape[0]
+  ridge = TYPICAL_RIDGE * jnp.trace(sigma) / d
+  return mu, jnp.linalg.inv(sigma + ridge * jnp.eye(d))
+
+
+def typicality(feats: jax.Array, mu: jax.Array, prec: jax.Array) -> jax.Array:
+  """float32 [M]: Gaussian log-density (up to a constant) of feats [M, D]
+  under (mu, prec) of `gaussian`."""
+  z = feats - mu
+  return -0.5 * jnp.einsum('bi,ij,bj->b', z, prec, z)
+
+
+def pooled_features(backbone: rewards_lib.Backbone, feature_index: int,
+                    images: jax.Array) -> jax.Array:
+  """float32 [M, D]: mean-pooled tokens of one of the backbone's sets."""
+  return jnp.mean(backbone.features(backbone.variables, images)[feature_index],
+                  axis=1)
+
+
+def fit_typicality(backbone: rewards_lib.Backbone, feature_index: int,
+                   reals: np.ndarray, percentile: float, chunk: int = 1000
+                   ) -> dict[str, jax.Array]:
+  """The outlier-rejection rule's real statistics.
+
+  The Gaussian is fitted on the first half of `reals` and the threshold is
+  the `percentile` of the second half's log-densities, so the threshold is
+  not measured on the images the Gaussian was fitted to.
+
+  Args:
+    backbone, feature_index: the feature space (the policy's reward
+      backbone; never the evaluation network).
+    reals: float32 [R, H, W, C] real images in [0, 1], R >= 2.
+    percentile: in (0, 100); a sample whose log-density is below this
+      percentile of real images' is an outlier.
+
+  Returns:
+    {'mu' [D], 'prec' [D, D], 'tau' []} (`typical_of_n`'s `stats`).
+  """
+  if not 0.0 < percentile < 100.0:
+    raise errors.UserError(f'--typical_percentile={percentile} must lie in '
+                           '(0, 100), e.g. 25.')
+  feats_fn = jax.jit(lambda x: pooled_features(backbone, feature_index, x))
+  feats = np.concatenate([np.asarray(feats_fn(reals[i:i + chunk]))
+                          for i in range(0, reals.shape[0], chunk)])
+  half = feats.shape[0] // 2
+  mu, prec = gaussian(*fid.feature_stats(feats[:half]))
+  tau = jnp.percentile(typicality(jnp.asarray(feats[half:]), mu, prec),
+                       percentile)
+  return {'mu': mu, 'prec': prec, 'tau': tau}
+
+
+def first_typical(density: jax.Array, tau: jax.Array) -> jax.Array:
+  """int32 [B]: per sample, the first candidate with density [B, N] >= tau,
+  or the densest where none is."""
+  ok = density >= tau
+  return jnp.where(ok.any(axis=1), jnp.argmax(ok, axis=1),
+                   jnp.argmax(density, axis=1)).astype(jnp.int32)
+
+
+def typical_of_n(generator: base.Generator, gen_params, labels: jax.Array,
+                 rng: jax.Array, act_fn: rollout_lib.ActFn | None,
+                 backbone: rewards_lib.Backbone, feature_index: int,
+                 stats: dict[str, jax.Array], n: int, *,
+                 transition: rollout_lib.Transition | None = None
+                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """N candidates per label; the first one that is not an outlier is kept.
+
+  Best-of-N by the largest per-sample score makes FD-reward policies worse
+  (every chosen candidate moves the statistics the same way); rejecting
+  only outliers leaves typical samples, and so the set's diversity, alone.
+
+  Args:
+    generator, gen_params, labels, rng, act_fn, n, transition: as for
+      `candidates`.
+    backbone, feature_index: the feature space of `fit_typicality`.
+    stats: `fit_typicality`'s output.
+
+  Returns:
+    images float32 [B, H, W, C]; log-densities float32 [B] of the kept
+    candidates; chosen_index int32 [B] in [0, N).
+  """
+  images = candidate_images(generator, gen_params, labels, rng, act_fn, n,
+                            transition)
+  b = labels.shape[0]
+
+  def density(x):  # candidate slot j, [B, H, W, C] -> [B]
+    return typicality(pooled_features(backbone, feature_index, x),
+                      stats['mu'], stats['prec'])
+
+  dens = jax.lax.map(density, jnp.swapaxes(images, 0, 1)).T  # [B, N]
+  chosen = first_typical(dens, stats['tau'])
+  rows = jnp.arange(b)
+  return images[rows, chosen], dens[rows, chosen], chosen
 
 
 # --- best-of-N for a set --------------------------------------------------------
@@ -675,8 +799,11 @@ class Refinement:
   """How to sample: policy, optional blend, lookahead and best-of-N.
 
   Static (hashable by identity, a jit static argument); the arrays live in
-  a separate `variables` dict {'policy', 'fidelity', 'lam', 'reward'} (keys
-  present as used), so a lam sweep or new weights do not recompile.
+  a separate `variables` dict {'policy', 'fidelity', 'lam', 'reward',
+  'typical'} (keys present as used), so a lam sweep or new weights do not
+  recompile. Best-of-N keeps the largest reward score (`best_of_rule`
+  'score', `best_of_n`) or the first non-outlier ('typical',
+  `typical_of_n`).
   """
   generator: Any
   agent: policy_lib.Agent | None = None        # None: hand-crafted schedule
@@ -684,7 +811,10 @@ class Refinement:
   lookahead: int = 1
   steps: tuple[int, ...] = ()
   best_of: int = 1
-  reward_model: Any = None
+  reward_model: Any = None   # the 'score' rule's scorer
+  best_of_rule: str = 'score'
+  backbone: rewards_lib.Backbone | None = None  # the 'typical' rule's space
+  feature_index: int = -1
 
   def act_fn(self, variables) -> rollout_lib.ActFn | None:
     if self.agent is None:
@@ -711,6 +841,12 @@ class Refinement:
     """(images float32 [B, H, W, C], best-of-N scores [B] or None)."""
     act = self.act_fn(variables)
     transition = self.transition(variables)
+    if self.best_of > 1 and self.best_of_rule == 'typical':
+      images, scores, _ = typical_of_n(
+          self.generator, gen_params, labels, rng, act, self.backbone,
+          self.feature_index, variables['typical'], self.best_of,
+          transition=transition)
+      return images, scores
     if self.best_of > 1:
       images, scores, _ = best_of_n(
           self.generator, gen_params, labels, rng, act, self.reward_model,
@@ -725,8 +861,8 @@ class Refinement:
         self.generator.num_steps, best_of=self.best_of,
         lookahead=self.lookahead, lookahead_steps=self.steps,
         blend=self.fid_agent is not None,
-        # The discriminator's heads see a candidate's whole group; the FD
-        # and static scores one feature vector per candidate.
+        # The discriminator's heads see a candidate's whole group; the FD,
+        # static and typicality scores one feature vector per candidate.
         group_size=(reference_size(self.reward_model) + 1 if isinstance(
             self.reward_model, rewards_lib.AdversarialReward) else 1))
 
@@ -737,11 +873,14 @@ class Refinement:
     if self.lookahead > 1:
       parts.append(f'{c["critic_forwards"]:.0f} critic forwards')
     if self.best_of > 1:
-      parts.append(f'{c["discriminator_forwards"]:.0f} discriminator '
-                   'forwards')
+      what = ('reward-backbone' if self.best_of_rule == 'typical'
+              else 'discriminator')
+      parts.append(f'{c["discriminator_forwards"]:.0f} {what} forwards')
     if self.fid_agent is not None:
       parts.append('2 policy forwards per step')
-    return (f'refinement best_of={self.best_of} lookahead={self.lookahead}'
+    rule = f' ({self.best_of_rule})' if self.best_of > 1 else ''
+    return (f'refinement best_of={self.best_of}{rule} '
+            f'lookahead={self.lookahead}'
             f' steps={list(self.steps) if self.lookahead > 1 else []}'
             f' blend={self.fid_agent is not None}: ' + ', '.join(parts) +
             ' per sample')
@@ -752,7 +891,10 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
                     lookahead_steps: Sequence[int] | None = None,
                     lam: float | None = None,
                     fidelity_policy: str | None = None,
-                    backbone: rewards_lib.Backbone | None = None
+                    backbone: rewards_lib.Backbone | None = None,
+                    best_of_rule: str = 'score',
+                    typical_percentile: float = 25.0,
+                    reals: np.ndarray | None = None
                     ) -> tuple[Refinement, dict]:
   """The library form of sample.py's refinement flags.
 
@@ -769,6 +911,12 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
       folder of the `policy` export (shipped policies have one).
     backbone: the reward backbone (default: the export's reward config via
       train.make_reward_model); tests pass a small one.
+    best_of_rule: 'score' (the largest reward score; needs a per-sample
+      reward) or 'typical' (outlier rejection in the reward backbone's
+      last feature set; any policy).
+    typical_percentile: the 'typical' rule's threshold percentile.
+    reals: the 'typical' rule's real images, float32 [R, H, W, C] (default:
+      TYPICAL_REALS Fashion-MNIST training images for a 28x28x1 generator).
 
   Returns:
     (Refinement, variables) for `Refinement.sample`.
@@ -818,6 +966,22 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
     fid_agent, variables['fidelity'], _ = export.load(fidelity_policy,
                                                       generator)
     variables['lam'] = jnp.float32(lam)
+  if best_of_rule not in BEST_OF_RULES:
+    raise errors.UserError(f'--best_of_rule={best_of_rule!r}: use one of '
+                           f'{", ".join(BEST_OF_RULES)}.')
+  if best_of > 1 and best_of_rule == 'typical':
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    if backbone is None:
+      from adagen_jax import train  # pylint: disable=g-import-not-at-top
+      backbone = train.make_backbone(ml_collections.ConfigDict(
+          card['reward']))
+    variables['typical'] = fit_typicality(
+        backbone, -1, _typical_reals(generator) if reals is None else reals,
+        typical_percentile)
+    return Refinement(generator, agent=agent, fid_agent=fid_agent,
+                      lookahead=lookahead, steps=steps, best_of=best_of,
+                      best_of_rule='typical', backbone=backbone,
+                      feature_index=-1), variables
   if best_of > 1:
     import ml_collections  # pylint: disable=g-import-not-at-top
     reward_config = ml_collections.ConfigDict(card['reward'])
@@ -834,3 +998,15 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
   return Refinement(generator, agent=agent, fid_agent=fid_agent,
                     lookahead=lookahead, steps=steps, best_of=best_of,
                     reward_model=reward_model), variables
+
+
+def _typical_reals(generator) -> np.ndarray:
+  """The outlier rule's default real images: Fashion-MNIST training images
+  for the project's 28x28x1 generators."""
+  if tuple(generator.image_shape) != (28, 28, 1):
+    raise errors.UserError(
+        '--best_of_rule=typical needs real images of the generator\'s domain;'
+        ' only Fashion-MNIST (28x28x1) ships here. From Python, pass '
+        'reals=[R, H, W, C] images to refine.load_refinement.')
+  from adagen_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top
+  return fashion_mnist.load('train')[0][:TYPICAL_REALS]
