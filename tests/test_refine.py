@@ -595,7 +595,7 @@ def test_load_refinement(gen, backbone, exported, adv, tmp_path):
   assert sorted(variables) == ['fidelity', 'lam', 'policy', 'reward']
   assert refinement.steps == (0, 1) and refinement.fid_agent is not None
   assert refinement.describe().startswith(
-      'refinement best_of=2 lookahead=3 steps=[0, 1] blend=True: 4.00x '
+      'refinement best_of=2 (score) lookahead=3 steps=[0, 1] blend=True: 4.00x '
       'generator transitions, 12 critic forwards, 16 discriminator forwards')
   chex.assert_trees_all_equal(variables['reward'].params, adv[1].params)
   # The export keeps what scoring needs, not the Adam moments.
