@@ -3,18 +3,21 @@
 Two processes with 2 CPU devices each train; process 1 alone gets SIGTERM
 after the first checkpoint, and both must stop after the same iteration (2),
 save it together and exit 0. Restarted, they restore and train a 3rd. The
-result must match one process with 4 devices training 3 iterations straight:
-both see the same global batches on the same 4-device mesh and run the same
-programs, so they agree up to float32 round-off of the cross-process
-reductions (rtol 1e-4, atol 1e-6 on parameters with a gradient; measured
+result must match one process with 4 devices training 3 iterations straight
+(conftest's `uninterrupted_run`, shared with test_faults): both see the same
+global batches on the same 4-device mesh and run the same programs, so they
+agree up to float32 round-off of the cross-process reductions (rtol 1e-4, atol 1e-6 on parameters with a gradient; measured
 max relative difference 2e-5). Also checks that only process 0 writes logs,
 metrics and plots.
 
 Run time: JAX's compilation cache never serves process 1 of a multi-process
 CPU run (its key includes the process's view of the topology, and only
 process 0 writes), so each 2-process launch compiles every program again.
-The D step here reuses the PPO rollouts (reward.fresh_fakes=False) to keep
-that short.
+The 2-process launches run without the cache: a process 0 served from it
+reaches the first collective while process 1 still compiles, and Gloo's
+rendezvous gives up after 30 s (seen twice on a loaded 2-core CPU in the
+resumed launch). The D step here reuses the PPO rollouts
+(reward.fresh_fakes=False) to keep the compiles short.
 """
 import glob
 import os
@@ -26,6 +29,7 @@ import time
 import jax
 import numpy as np
 import portpicker
+import pytest
 
 from adagen_jax import train
 from adagen_jax.checkpoint import manager
@@ -67,10 +71,10 @@ def spawn(args, num_processes=1, devices=1):
   for i in range(num_processes):
     env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
            'JAX_NUM_CPU_DEVICES': str(devices), 'XLA_FLAGS': ''}
-    if num_processes > 1:
+    if num_processes > 1:  # compiling alike, they reach collectives alike
       env.update(ADAGEN_COORDINATOR=f'localhost:{port}',
                  ADAGEN_NUM_PROCESSES=str(num_processes),
-                 ADAGEN_PROCESS_ID=str(i))
+                 ADAGEN_PROCESS_ID=str(i), JAX_ENABLE_COMPILATION_CACHE='false')
     procs.append(subprocess.Popen(
         [sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True))
@@ -187,10 +191,10 @@ def _assert_trained_alike(params_a, params_b, adam_state_a):
                                err_msg=jax.tree_util.keystr(path))
 
 
-def test_two_processes_match_one(tmp_path_factory, tmp_path):
-  config, weights = write_config(tmp_path_factory)
-  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
-  wait(start(config, one, num_processes=1, devices=4))
+@pytest.mark.xdist_group('launched_runs')  # shares conftest's run
+def test_two_processes_match_one(uninterrupted_run, tmp_path):
+  config, weights, one, _ = uninterrupted_run
+  two = str(tmp_path / 'two')
 
   procs = start(config, two, num_processes=2, devices=2)
   wait_for(os.path.join(two, 'checkpoints', '1'), procs)
