@@ -88,8 +88,9 @@ def create_train_state(params, learning_rate: float = 1e-5,
           lambda p: jax.tree_util.tree_map_with_path(
               lambda path, _: ('table' if policy_lib.is_table_param(path)
                                else 'net'), p))
+  # Jitted: eagerly, each leaf's zeros compile as a program of their own.
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params), tx=tx)
+                    opt_state=jax.jit(tx.init)(params), tx=tx)
 
 
 @flax.struct.dataclass
