@@ -6,8 +6,9 @@ save it together and exit 0. Restarted, they restore and train a 3rd. The
 result must match one process with 4 devices training 3 iterations straight
 (conftest's `uninterrupted_run`, shared with test_faults): both see the same
 global batches on the same 4-device mesh and run the same programs, so they
-agree up to float32 round-off of the cross-process reductions (rtol 1e-4, atol 1e-6 on parameters with a gradient; measured
-max relative difference 2e-5). Also checks that only process 0 writes logs,
+agree up to float32 round-off of the cross-process reductions (rtol 1e-4,
+atol 1e-6 on parameters with a gradient; measured max relative difference
+2e-5). Also checks that only process 0 writes logs,
 metrics and plots.
 
 Run time: JAX's compilation cache never serves process 1 of a multi-process
@@ -74,7 +75,8 @@ def spawn(args, num_processes=1, devices=1):
     if num_processes > 1:  # compiling alike, they reach collectives alike
       env.update(ADAGEN_COORDINATOR=f'localhost:{port}',
                  ADAGEN_NUM_PROCESSES=str(num_processes),
-                 ADAGEN_PROCESS_ID=str(i), JAX_ENABLE_COMPILATION_CACHE='false')
+                 ADAGEN_PROCESS_ID=str(i),
+                 JAX_ENABLE_COMPILATION_CACHE='false')
     procs.append(subprocess.Popen(
         [sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True))
