@@ -3,11 +3,11 @@
 `python -m adagen_jax.main` on the tiny config (test_multiprocess.FLAGS: 3
 iterations, a checkpoint after each) in a subprocess with 4 CPU devices (as
 conftest's run), interrupted both ways in one run (each launch costs ~40 s
-of CPU even with a warm compilation cache), then rerun to completion. A resumed run restores
-the state bit for bit and reads the same data batches, so on CPU its final
-state must equal the uninterrupted run's exactly (conftest's
-`uninterrupted_run`, shared with test_multiprocess; its outputs are checked
-here).
+of CPU even with a warm compilation cache), then rerun to completion. A
+resumed run restores the state bit for bit and reads the same data batches,
+so on CPU its final state must equal the uninterrupted run's exactly
+(conftest's `uninterrupted_run`, shared with test_multiprocess; its outputs
+are checked here).
 """
 import glob
 import json

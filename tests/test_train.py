@@ -98,7 +98,8 @@ def test_nonfinite_reward_stops_with_checkpoint_intact(weights, tmp_path,
   assert step == 1
 
 
-def test_no_final_eval_still_exports_and_other_config_is_refused(weights, tmp_path):
+def test_no_final_eval_still_exports_and_other_config_is_refused(
+    weights, tmp_path):
   workdir = str(tmp_path / 'other')
   # final_eval_num=0 skips the end-of-run evaluation, not the export.
   assert train.train_and_evaluate(
