@@ -108,6 +108,10 @@ declare -A FLAGS=(
   # overshoot.
   [table_group_tuned_fidx3_b512_conf01]="$fidx3_tuned --config.ppo.trajectories=512
     --config.reward.static_weight=0.1 --config.reward.static_backbone=fmnist"
+  # 0.2 x: the weight at which the two pushes on the sampling temperature
+  # cancel around the tuned T=8 schedule (0.064 - 0.344 w = 0; RESULTS).
+  [table_group_tuned_fidx3_b512_conf02]="$fidx3_tuned --config.ppo.trajectories=512
+    --config.reward.static_weight=0.2 --config.reward.static_backbone=fmnist"
   # The same at half the rates (table and network) over twice the
   # iterations: the same drift, the noise averaged over twice the updates.
   [table_group_tuned_fidx3_slow]='--config.ppo.group_size=4 --config.policy.table_init=tuned
@@ -178,6 +182,7 @@ declare -A NAMES=(
   [table_group_tuned_fidx3_b512]='AdaGen, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_b512_nonadaptive]='AdaGen non-adaptive, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_b512_conf01]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
+  [table_group_tuned_fidx3_b512_conf02]='AdaGen, FD reward on DiscBackbone block 3 + 0.2 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_slow]='AdaGen, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule, 120 iterations at half the rates'
   [table_fidx1]='AdaGen, FD reward on reward-backbone block 1, step table'
   [table_fidx2]='AdaGen, FD reward on reward-backbone block 2, step table'

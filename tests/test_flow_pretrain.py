@@ -68,6 +68,29 @@ def test_dit_inputs_are_vp_noise_and_the_target_is_eps():
       atol=1e-4)
 
 
+def test_lambda_normal_times_are_normal_in_half_log_snr():
+  rng = jax.random.key(3)
+  cfg = ml_collections.ConfigDict(dict(t_range=(0.0, 1.0),
+                                       t_sampling='logit_normal'))
+  logit = flow.sample_times(cfg, sit.SIT.schedule, rng, 64)
+  cfg.t_sampling = 'lambda_normal'
+  # On SiT's interpolant lambda = logit(t): the two are one distribution.
+  np.testing.assert_allclose(
+      flow.sample_times(cfg, sit.SIT.schedule, rng, 64), logit, rtol=1e-5,
+      atol=1e-6)
+  cfg.t_range = (0.001, 1.0)
+  t = flow.sample_times(cfg, dit.DIT.schedule, rng, 8192)
+  chex.assert_shape(t, (8192,))
+  assert float(t.min()) >= 0.001 and float(t.max()) <= 1.0
+  lam = np.asarray(dit.DIT.schedule.lam(t))
+  assert abs(lam.mean()) < 0.05 and abs(lam.std() - 1.0) < 0.05
+  # Most steps at middle noise: lambda = 0 is t ~ 0.26 on VP-linear.
+  assert 0.2 < float(np.median(t)) < 0.32
+  cfg.t_sampling = 'cosine'
+  with pytest.raises(errors.UserError, match='lambda_normal'):
+    flow.sample_times(cfg, dit.DIT.schedule, rng, 4)
+
+
 @pytest.mark.parametrize('paradigm,output', [('sit', 'velocity'),
                                              ('dit', 'v')])
 def test_train_writes_an_asset_that_samples(paradigm, output, tmp_path):

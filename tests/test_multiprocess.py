@@ -38,6 +38,7 @@ from adagen_jax.metrics import writers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(__file__))
+import conftest  # pylint: disable=g-import-not-at-top,wrong-import-position
 import test_train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = '''
@@ -71,7 +72,8 @@ def spawn(args, num_processes=1, devices=1):
   procs = []
   for i in range(num_processes):
     env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
-           'JAX_NUM_CPU_DEVICES': str(devices), 'XLA_FLAGS': ''}
+           'JAX_NUM_CPU_DEVICES': str(devices),
+           'XLA_FLAGS': conftest.FAST_COMPILE_FLAGS}
     if num_processes > 1:  # compiling alike, they reach collectives alike
       env.update(ADAGEN_COORDINATOR=f'localhost:{port}',
                  ADAGEN_NUM_PROCESSES=str(num_processes),

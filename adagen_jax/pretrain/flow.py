@@ -14,8 +14,9 @@ schedule its sampler integrates (generators/solver.py):
        predicts eps, or v = alpha_t eps - sigma_t x with
        config.sampling.output='v' (the generator section's `output`).
 
-t in config.train.t_range (uniform or logit-normal); labels are dropped to the null class with
-p_uncond so the model can be guided; AdamW with warm-up and cosine decay; an
+t in config.train.t_range (uniform, logit-normal or normal in half
+log-SNR); labels are dropped to the null class with p_uncond so the model
+can be guided; AdamW with warm-up and cosine decay; an
 EMA of the weights is what ships. Writes {'params': EMA} as msgpack to
 config.output (default adagen_jax/assets/fmnist_{paradigm}.msgpack) with a
 JSON beside it: the `generator` section that samples it and what was
@@ -47,6 +48,7 @@ from adagen_jax.data import fashion_mnist
 from adagen_jax.generators import dit
 from adagen_jax.generators import dit_nets
 from adagen_jax.generators import sit
+from adagen_jax.generators import solver
 from adagen_jax.pretrain import common
 
 PARADIGMS = {'dit': dit.DIT, 'sit': sit.SIT}
@@ -72,21 +74,30 @@ def noisy_inputs(paradigm: dit.Paradigm, output: str, x: jax.Array,
   return alpha * x + sigma * eps, target
 
 
-def sample_times(cfg, rng: jax.Array, batch: int) -> jax.Array:
+def sample_times(cfg, schedule: solver.Schedule, rng: jax.Array,
+                 batch: int) -> jax.Array:
   """Training times t, float32 [batch], in cfg.t_range.
 
-  'uniform', or 'logit_normal' (t = sigmoid(n), n ~ N(0, 1); SD3's choice
-  for rectified flow): it spends the steps on the middle times, where the
-  velocity is hardest to predict, instead of the nearly trivial ends.
+  'uniform'; 'logit_normal' (t = sigmoid(n), n ~ N(0, 1); SD3's choice for
+  rectified flow): it spends the steps on the middle times, where the
+  velocity is hardest to predict, instead of the nearly trivial ends; or
+  'lambda_normal': the same noise levels for any schedule, the half
+  log-SNR lambda = log(alpha / sigma) ~ N(0, 1) mapped to t (for SiT's
+  linear interpolant lambda = logit(t), so this is logit_normal). Uniform t
+  on DiT's VP-linear schedule puts half the steps at t > 0.5, where alpha <
+  0.29 and the image is nearly pure noise.
   """
   lo, hi = cfg.t_range
   if cfg.t_sampling == 'logit_normal':
     t = jax.nn.sigmoid(jax.random.normal(rng, (batch,)))
     return lo + (hi - lo) * t
+  if cfg.t_sampling == 'lambda_normal':
+    t = schedule.inverse_lam(jax.random.normal(rng, (batch,)))
+    return jnp.clip(t, lo, hi)
   if cfg.t_sampling != 'uniform':
     raise errors.UserError(
-        f'config.train.t_sampling={cfg.t_sampling!r}; use uniform or '
-        'logit_normal.')
+        f'config.train.t_sampling={cfg.t_sampling!r}; use uniform, '
+        'logit_normal or lambda_normal.')
   return jax.random.uniform(rng, (batch,), minval=lo, maxval=hi)
 
 
@@ -94,7 +105,7 @@ def _train_step(net: dit_nets.DiT, paradigm: dit.Paradigm, output: str, tx,
                 cfg, state: common.EmaTrainState, images, labels, rng):
   k_t, k_eps, k_null = jax.random.split(rng, 3)
   x = 2.0 * images - 1.0
-  t = sample_times(cfg, k_t, x.shape[0])
+  t = sample_times(cfg, paradigm.schedule, k_t, x.shape[0])
   x_t, target = noisy_inputs(paradigm, output, x,
                              jax.random.normal(k_eps, x.shape), t)
   drop = jax.random.bernoulli(k_null, cfg.p_uncond, labels.shape)
