@@ -9,17 +9,17 @@
 `:steps=NFE` sets the model evaluations (the policy makes NFE + 1
 decisions: the start time, then a time and a guidance weight after each
 evaluation). The network ships (adagen_jax/assets/fmnist_dit.*: v-prediction,
-5500 CPU steps, docs/RESULTS.md); the first command retrains it (~1 h of
-the idle 2-core CPU, resumable). RL settings are the 2-core CPU ones
-(experiment.CPU_RL, as in the embedded default); for a GPU raise
-ppo.trajectories and num_iterations.
+5500 CPU steps at the SiT's noise levels, docs/RESULTS.md); the first
+command retrains it (~1 h of one core, resumable). RL settings are the
+2-core CPU ones (experiment.CPU_RL, as in the embedded default); for a GPU
+raise ppo.trajectories and num_iterations.
 
 Expected at 4 NFE (docs/RESULTS.md, "AdaGen on the DiT at 4 NFE"): the
-hand-crafted grid FD-FMNIST 25.91 +- 0.21, label accuracy 0.912 (10k
-samples, seeds 0-2); the tuned grid 21.67; AdaGen with this config's
-recipe (experiment.CPU_FD_CONTRAST) 21.45 +- 1.61 over training seeds 0-2
-(20.74 for seed 0, the shipped policy), label accuracy 0.896; ~9 min of
-training each on one core.
+hand-crafted grid FD-FMNIST 13.01 +- 0.22, label accuracy 0.941 (10k
+samples, seeds 0-2); the tuned grid 10.93; AdaGen with this config's
+recipe (experiment.CPU_FD_CONTRAST) 12.28 +- 2.15 over training seeds 0-2
+(11.61 for seed 0, the shipped policy), label accuracy 0.918; ~5 min of
+training each on one core. At 50 NFE the hand-crafted grid scores 6.50.
 """
 
 from adagen_jax.configs import experiment

@@ -11,7 +11,8 @@ DiT eps: (x_t - sigma eps) / alpha; DiT v: alpha x_t - sigma v). Prints
 the mean squared error of x0 in [-1, 1] pixels, conditional and
 unconditional. Matching lambda makes the two schedules comparable: the
 task at one lambda is the same, only the parameterisation differs. The
-diagnosis of the first Fashion-MNIST DiT (docs/RESULTS.md) reads this.
+diagnosis of the first Fashion-MNIST DiT
+(docs/experiments/dit_uniform_t_2026-12.md) reads this.
 """
 
 from absl import app

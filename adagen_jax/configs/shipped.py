@@ -63,7 +63,8 @@ def fmnist_flow_generator(paradigm: str, steps: int = 4
       t_end=0.001 if dit else None,
       cfg_channels=1,
       # What the network predicts: DiT's v (not the published eps, whose x0
-      # error is ~10x at the start time in pixel space; docs/RESULTS.md).
+      # error is ~10x at the start time in pixel space;
+      # docs/experiments/dit_uniform_t_2026-12.md).
       output='v' if dit else 'velocity',
       model=dict(input_size=28, in_channels=1, patch_size=4, hidden_size=128,
                  depth=6, num_heads=4, mlp_ratio=4.0, num_classes=10,
@@ -75,7 +76,8 @@ def fmnist_flow_generator(paradigm: str, steps: int = 4
       # DiT: the 2S correction assumes the learned stage point lies at
       # least 0.1 of the step from its start (factor <= 5). Without it one
       # of three 8-NFE training seeds put it next to the start for 96% of
-      # samples (factor ~15) and ended at FD 54 (docs/RESULTS.md). The
+      # samples (factor ~15) and ended at FD 54
+      # (docs/experiments/dit_uniform_t_2026-12.md). The
       # hand-crafted grids and the other shipped policies stay below 5,
       # so their samples are unchanged.
       min_stage_ratio=0.1 if dit else 0.0,

@@ -217,7 +217,8 @@ def dpm_second_order(schedule: Schedule, x: jax.Array, s: jax.Array,
   reference's absolute floor alone lets a policy put s1 next to s and
   scale the difference of two nearby (guided, imperfect) predictions up
   ~15x, which adds high-frequency noise that a low-level reward can like
-  (docs/RESULTS.md, DiT at 8 NFE). 0 is the reference.
+  (docs/experiments/dit_uniform_t_2026-12.md, DiT at 8 NFE). 0 is the
+  reference.
   """
   lam_s = schedule.lam(s)
   h = schedule.lam(t) - lam_s
