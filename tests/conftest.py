@@ -1,18 +1,6 @@
 """Test setup: CPU only, 8 fake host devices, set before JAX initialises."""
 import os
 
-# The launched CLI runs (test_multiprocess.spawn: test_faults and
-# test_multiprocess) spend most of their time in XLA compiling tiny
-# programs. Without LLVM's optimisation they compile ~1.5x faster
-# (tests/test_rollout.py + test_ppo.py cold: 85 s -> 57 s) and tiny shapes
-# run about as fast; those tests compare runs launched alike. In-process
-# tests keep the default: unoptimised code rounds some results 1 ulp
-# apart between two programs of one formula, and several tests check
-# bit-exact equality across programs (the untrained policy against the
-# heuristic, lookahead with one candidate against the plain rollout).
-FAST_COMPILE_FLAGS = ('--xla_backend_optimization_level=0 '
-                      '--xla_llvm_disable_expensive_passes=true')
-
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
