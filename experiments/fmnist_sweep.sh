@@ -50,8 +50,10 @@ recon="$strong_d --config.reward.real_reconstructed=True"
 # From the tuned schedule (groups of 4, the table at a third of the rate)
 # with the FD reward on DiscBackbone's block 3: experiment.CPU_FD_FROM_TUNED,
 # the embedded default's recipe.
+# (The backbone is named so that the flows' configs, on ContrastNet, use it too.)
 fidx3_tuned='--config.ppo.group_size=4 --config.policy.table_init=tuned
-  --config.ppo.table_learning_rate=0.01 --config.reward.feature_index=3'
+  --config.ppo.table_learning_rate=0.01 --config.reward.backbone=fmnist
+  --config.reward.feature_index=3'
 declare -A FLAGS=(
   # The config's own recipe (FD reward, per-step table at its own rate).
   [table]=''
@@ -66,6 +68,18 @@ declare -A FLAGS=(
     --config.ppo.table_learning_rate=0.01'
   [table_group_tuned_nonadaptive]='--config.ppo.group_size=4 --config.policy.table_init=tuned
     --config.ppo.table_learning_rate=0.01 --config.policy.kind=nonadaptive'
+  # The same with 512 trajectories per iteration (what held the MaskGIT T=4
+  # seeds together, table_group_tuned_fidx3_b512), on the config's reward.
+  [table_group_tuned_b512]='--config.ppo.group_size=4 --config.policy.table_init=tuned
+    --config.ppo.table_learning_rate=0.01 --config.ppo.trajectories=512'
+  [table_group_tuned_b512_nonadaptive]='--config.ppo.group_size=4 --config.policy.table_init=tuned
+    --config.ppo.table_learning_rate=0.01 --config.ppo.trajectories=512
+    --config.policy.kind=nonadaptive'
+  # The same plus 0.3 x DiscBackbone's class confidence: the DiT's tuned
+  # 4-NFE schedule costs 0.025 label accuracy on the reference constants.
+  [table_group_tuned_b512_conf03]='--config.ppo.group_size=4 --config.policy.table_init=tuned
+    --config.ppo.table_learning_rate=0.01 --config.ppo.trajectories=512
+    --config.reward.static_weight=0.3 --config.reward.static_backbone=fmnist'
   # The table frozen at the tuned schedule (learning rate 0): the network
   # learns only each sample's deviation from it, so the schedule-wide part
   # cannot drift with the reward's noise.
@@ -112,6 +126,17 @@ declare -A FLAGS=(
   # cancel around the tuned T=8 schedule (0.064 - 0.344 w = 0; RESULTS).
   [table_group_tuned_fidx3_b512_conf02]="$fidx3_tuned --config.ppo.trajectories=512
     --config.reward.static_weight=0.2 --config.reward.static_backbone=fmnist"
+  # conf01 with the table at half its rate (0.005): at T=8 one seed in
+  # three walks away from the tuned schedule; does a slower table hold it?
+  [table_group_tuned_fidx3_b512_conf01_tlr005]='--config.ppo.group_size=4
+    --config.policy.table_init=tuned --config.ppo.table_learning_rate=0.005
+    --config.reward.backbone=fmnist --config.reward.feature_index=3
+    --config.ppo.trajectories=512 --config.reward.static_weight=0.1
+    --config.reward.static_backbone=fmnist'
+  # The same at 0.3 x: on the DiT, block 3's FD lowers guidance where the
+  # diagnostic reward raises it; the confidence pushes guidance up.
+  [table_group_tuned_fidx3_b512_conf03]="$fidx3_tuned --config.ppo.trajectories=512
+    --config.reward.static_weight=0.3 --config.reward.static_backbone=fmnist"
   # The same at half the rates (table and network) over twice the
   # iterations: the same drift, the noise averaged over twice the updates.
   [table_group_tuned_fidx3_slow]='--config.ppo.group_size=4 --config.policy.table_init=tuned
@@ -173,6 +198,9 @@ declare -A NAMES=(
   [table_group_nonadaptive]='AdaGen non-adaptive, FD reward, group baseline (G=4)'
   [table_group_tuned]='AdaGen, FD reward, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_nonadaptive]='AdaGen non-adaptive, FD reward, group baseline (G=4), table from the tuned schedule'
+  [table_group_tuned_b512]='AdaGen, FD reward, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
+  [table_group_tuned_b512_nonadaptive]='AdaGen non-adaptive, FD reward, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
+  [table_group_tuned_b512_conf03]='AdaGen, FD reward + 0.3 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_frozen]='AdaGen, FD reward, group baseline (G=4), table frozen at the tuned schedule'
   [table_group_tuned_conf1]='AdaGen, FD reward + 1.0 x class confidence, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_conf03]='AdaGen, FD reward + 0.3 x class confidence, group baseline (G=4), table from the tuned schedule'
@@ -183,6 +211,8 @@ declare -A NAMES=(
   [table_group_tuned_fidx3_b512_nonadaptive]='AdaGen non-adaptive, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_b512_conf01]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_b512_conf02]='AdaGen, FD reward on DiscBackbone block 3 + 0.2 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
+  [table_group_tuned_fidx3_b512_conf01_tlr005]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule at half the rate (0.005), 512 trajectories per iteration'
+  [table_group_tuned_fidx3_b512_conf03]='AdaGen, FD reward on DiscBackbone block 3 + 0.3 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_slow]='AdaGen, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule, 120 iterations at half the rates'
   [table_fidx1]='AdaGen, FD reward on reward-backbone block 1, step table'
   [table_fidx2]='AdaGen, FD reward on reward-backbone block 2, step table'

@@ -264,3 +264,24 @@ def test_every_shipped_policy_loads_against_its_generator():
     obs = jnp.zeros((1,) + tuple(gen.obs_shape))
     assert agent.mean(params, obs, jnp.int32(0)).shape == (
         1, gen.action_spec.size), name
+
+
+def test_every_shipped_tuned_schedule_matches_its_generator():
+  """Each adagen_jax/assets/tuned/fmnist_GEN_TSTEPS.json was tuned on the
+  shipped weights of its generator (a stale file fails here, not at a
+  user's --policy=tuned)."""
+  import os  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  from adagen_jax import sample  # pylint: disable=g-import-not-at-top
+  from adagen_jax.configs import shipped  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(assets.tuned_schedule_path('fmnist_maskgit', 4))
+  names = sorted(os.listdir(root))
+  assert len(names) >= 9
+  for name in names:
+    m = re.fullmatch(r'fmnist_(\w+)_T(\d+)\.json', name)
+    assert m, name
+    section = shipped.fmnist_generator(m[1], int(m[2]))
+    with open(os.path.join(root, name)) as f:
+      best = json.load(f)['best']
+    tuned = sample.tuned_section(section)  # raises on a digest mismatch
+    assert {k: tuned[k] for k in best} == best, name
