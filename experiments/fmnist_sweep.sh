@@ -111,6 +111,7 @@ declare -A FLAGS=(
   # which ranks samples most like FeatureNet (Spearman +0.78 against the
   # diagnostic, docs/experiments/maskgit14_T8_rewards.md).
   [table_group_tuned_fidx3]=$fidx3_tuned
+  [table_group_tuned_fidx3_nonadaptive]="$fidx3_tuned --config.policy.kind=nonadaptive"
   # The same with twice the trajectories per iteration (the reward's and
   # the advantage's noise over twice the samples): do the seeds still split?
   [table_group_tuned_fidx3_b512]="$fidx3_tuned --config.ppo.trajectories=512"
@@ -207,6 +208,7 @@ declare -A NAMES=(
   [table_group_tuned_contrast0_conf1]='AdaGen, FD on ContrastNet stage 0 + 1.0 x class confidence, group baseline (G=4), table from the tuned schedule'
   [diag_group_tuned]='DIAGNOSTIC (never shipped): FD on FeatureNet, training split, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_fidx3]='AdaGen, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule'
+  [table_group_tuned_fidx3_nonadaptive]='AdaGen non-adaptive, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_fidx3_b512]='AdaGen, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_b512_nonadaptive]='AdaGen non-adaptive, FD reward on DiscBackbone block 3, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_b512_conf01]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
