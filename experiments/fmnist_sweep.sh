@@ -47,13 +47,16 @@ strong_d='--config.reward.d_steps=3 --config.reward.lr=3e-4'
 # first, so it cannot score the tokenizer's artefacts (which no policy can
 # remove).
 recon="$strong_d --config.reward.real_reconstructed=True"
-# From the tuned schedule (groups of 4, the table at a third of the rate)
-# with the FD reward on DiscBackbone's block 3: experiment.CPU_FD_FROM_TUNED,
-# the embedded default's recipe.
-# (The backbone is named so that the flows' configs, on ContrastNet, use it too.)
-fidx3_tuned='--config.ppo.group_size=4 --config.policy.table_init=tuned
-  --config.ppo.table_learning_rate=0.01 --config.reward.backbone=fmnist
-  --config.reward.feature_index=3'
+# Started at the tuned schedule (chosen on sampling seed 100, never a table
+# seed): rollouts in groups of 4 from one noise, the table at a third of
+# the rate.
+from_tuned='--config.ppo.group_size=4 --config.policy.table_init=tuned
+  --config.ppo.table_learning_rate=0.01'
+# The same with the FD reward on DiscBackbone's block 3:
+# experiment.CPU_FD_FROM_TUNED, the embedded default's recipe. The backbone
+# is named so that the flows' configs (on ContrastNet) use it too.
+fidx3_tuned="$from_tuned --config.reward.backbone=fmnist
+  --config.reward.feature_index=3"
 declare -A FLAGS=(
   # The config's own recipe (FD reward, per-step table at its own rate).
   [table]=''
@@ -64,22 +67,11 @@ declare -A FLAGS=(
   [table_group_nonadaptive]='--config.ppo.group_size=4 --config.policy.kind=nonadaptive'
   # Started at the tuned schedule (chosen on sampling seed 100, never a
   # table seed), the table at a third of the rate.
-  [table_group_tuned]='--config.ppo.group_size=4 --config.policy.table_init=tuned
-    --config.ppo.table_learning_rate=0.01'
-  [table_group_tuned_nonadaptive]='--config.ppo.group_size=4 --config.policy.table_init=tuned
-    --config.ppo.table_learning_rate=0.01 --config.policy.kind=nonadaptive'
+  [table_group_tuned]="$from_tuned"
+  [table_group_tuned_nonadaptive]="$from_tuned --config.policy.kind=nonadaptive"
   # The same with 512 trajectories per iteration (what held the MaskGIT T=4
   # seeds together, table_group_tuned_fidx3_b512), on the config's reward.
-  [table_group_tuned_b512]='--config.ppo.group_size=4 --config.policy.table_init=tuned
-    --config.ppo.table_learning_rate=0.01 --config.ppo.trajectories=512'
-  [table_group_tuned_b512_nonadaptive]='--config.ppo.group_size=4 --config.policy.table_init=tuned
-    --config.ppo.table_learning_rate=0.01 --config.ppo.trajectories=512
-    --config.policy.kind=nonadaptive'
-  # The same plus 0.3 x DiscBackbone's class confidence: the DiT's tuned
-  # 4-NFE schedule costs 0.025 label accuracy on the reference constants.
-  [table_group_tuned_b512_conf03]='--config.ppo.group_size=4 --config.policy.table_init=tuned
-    --config.ppo.table_learning_rate=0.01 --config.ppo.trajectories=512
-    --config.reward.static_weight=0.3 --config.reward.static_backbone=fmnist'
+  [table_group_tuned_b512]="$from_tuned --config.ppo.trajectories=512"
   # The table frozen at the tuned schedule (learning rate 0): the network
   # learns only each sample's deviation from it, so the schedule-wide part
   # cannot drift with the reward's noise.
@@ -88,25 +80,21 @@ declare -A FLAGS=(
   # From the tuned schedule with the reward backbone's class confidence
   # added at equal weight (as CPU_FD_CONTRAST_CONF): at T=8 the FD reward
   # alone trades label accuracy for recall.
-  [table_group_tuned_conf1]='--config.ppo.group_size=4 --config.policy.table_init=tuned
-    --config.ppo.table_learning_rate=0.01 --config.reward.static_weight=1.0
-    --config.reward.static_backbone=fmnist'
+  [table_group_tuned_conf1]="$from_tuned --config.reward.static_weight=1.0
+    --config.reward.static_backbone=fmnist"
   # The same at a third of the weight: at 1.0 the confidence drives the
   # token sampling temperature to 0.2-0.4 and recall to 0.33 at T=8.
-  [table_group_tuned_conf03]='--config.ppo.group_size=4 --config.policy.table_init=tuned
-    --config.ppo.table_learning_rate=0.01 --config.reward.static_weight=0.3
-    --config.reward.static_backbone=fmnist'
+  [table_group_tuned_conf03]="$from_tuned --config.reward.static_weight=0.3
+    --config.reward.static_backbone=fmnist"
   # The same with the SiT's reward (CPU_FD_CONTRAST_CONF: FD on ContrastNet
   # stage 0 + DiscBackbone's class confidence).
-  [table_group_tuned_contrast0_conf1]='--config.ppo.group_size=4 --config.policy.table_init=tuned
-    --config.ppo.table_learning_rate=0.01 --config.reward.backbone=fmnist_contrast
+  [table_group_tuned_contrast0_conf1]="$from_tuned --config.reward.backbone=fmnist_contrast
     --config.reward.feature_index=0 --config.reward.static_weight=1.0
-    --config.reward.static_backbone=fmnist'
+    --config.reward.static_backbone=fmnist"
   # DIAGNOSTIC, never shipped: table_group_tuned with the FD reward on
   # FeatureNet against training-split reals (the evaluation network). Does
   # the machinery gain from the tuned optimum when the reward is aligned?
-  [diag_group_tuned]='--config.ppo.group_size=4 --config.policy.table_init=tuned
-    --config.ppo.table_learning_rate=0.01 --config.reward.backbone=featurenet_diagnostic'
+  [diag_group_tuned]="$from_tuned --config.reward.backbone=featurenet_diagnostic"
   # From the tuned schedule with the FD reward on DiscBackbone's block 3,
   # which ranks samples most like FeatureNet (Spearman +0.78 against the
   # diagnostic, docs/experiments/maskgit14_T8_rewards.md).
@@ -177,12 +165,10 @@ declare -A FLAGS=(
   # From the tuned schedule with the FD on DiscBackbone's last block,
   # named for the flows' configs: around the DiT's tuned 4-NFE schedule its
   # action gradient is the closest to the diagnostic's (cosine +0.88).
-  [table_group_tuned_disc4]='--config.ppo.group_size=4 --config.policy.table_init=tuned
-    --config.ppo.table_learning_rate=0.01 --config.reward.backbone=fmnist
-    --config.reward.feature_index=-1'
-  [table_group_tuned_resnet]='--config.ppo.group_size=4 --config.policy.table_init=tuned
-    --config.ppo.table_learning_rate=0.01 --config.reward.backbone=fmnist_resnet
-    --config.reward.feature_index=-1'
+  [table_group_tuned_disc4]="$from_tuned --config.reward.backbone=fmnist
+    --config.reward.feature_index=-1"
+  [table_group_tuned_resnet]="$from_tuned --config.reward.backbone=fmnist_resnet
+    --config.reward.feature_index=-1"
   [adversarial]=$strong_d
   [nonadaptive]="--config.policy.kind=nonadaptive $strong_d"
   [fd]='--config.reward.name=fd'
@@ -206,8 +192,6 @@ declare -A NAMES=(
   [table_group_tuned]='AdaGen, FD reward, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_nonadaptive]='AdaGen non-adaptive, FD reward, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_b512]='AdaGen, FD reward, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
-  [table_group_tuned_b512_nonadaptive]='AdaGen non-adaptive, FD reward, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
-  [table_group_tuned_b512_conf03]='AdaGen, FD reward + 0.3 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_frozen]='AdaGen, FD reward, group baseline (G=4), table frozen at the tuned schedule'
   [table_group_tuned_conf1]='AdaGen, FD reward + 1.0 x class confidence, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_conf03]='AdaGen, FD reward + 0.3 x class confidence, group baseline (G=4), table from the tuned schedule'

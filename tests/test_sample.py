@@ -274,7 +274,7 @@ def test_every_shipped_tuned_schedule_matches_its_generator():
   import re  # pylint: disable=g-import-not-at-top
   from adagen_jax import sample  # pylint: disable=g-import-not-at-top
   from adagen_jax.configs import shipped  # pylint: disable=g-import-not-at-top
-  root = os.path.dirname(assets.tuned_schedule_path('fmnist_maskgit', 4))
+  root = assets.asset_path('tuned')
   names = sorted(os.listdir(root))
   assert len(names) >= 9
   for name in names:
