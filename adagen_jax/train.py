@@ -85,7 +85,8 @@ def ppo_settings(ppo_config) -> ppo_lib.PPOConfig:
   return ppo_lib.PPOConfig(
       epochs=ppo_config.epochs, num_minibatches=ppo_config.num_minibatches,
       micro_batches=ppo_config.get('micro_batches', 1),
-      clip_eps=ppo_config.clip_eps, vf_coef=ppo_config.vf_coef)
+      clip_eps=ppo_config.clip_eps, vf_coef=ppo_config.vf_coef,
+      kl_coef=ppo_config.get('kl_coef', 0.0))
 
 
 def exploration_std(policy_config, iteration: int) -> jax.Array:
@@ -163,10 +164,13 @@ class Trainer:
       return traj, self.reward_model.combine(parts), {
           f'reward_{k}_mean': jnp.mean(v) for k, v in parts.items()}
 
-    def update(ppo_state, trajs, rewards, sigma, rng):
-      """PPO on all rollouts of the iteration (tuples, one per batch)."""
+    def update(ppo_state, trajs, rewards, sigma, rng, ref_params):
+      """PPO on all rollouts of the iteration (tuples, one per batch);
+      `ref_params` is the policy at iteration 0 (ppo.kl_coef)."""
       rewards = jnp.concatenate(rewards)
       batch = ppo_lib.make_batch(concat_trajectories(trajs), rewards, group)
+      if self.ppo_config.kl_coef > 0:
+        batch = ppo_lib.with_reference_mean(batch, self.agent, ref_params)
       ppo_state, metrics = ppo_lib.ppo_update(ppo_state, self.agent, batch,
                                               sigma, self.ppo_config, rng)
       if group > 1:
@@ -231,6 +235,12 @@ class Trainer:
     k_pol, k_rew, rng = jax.random.split(rng, 3)
     agent_params = self.agent.init(k_pol, self.generator.obs_shape)
     agent_params = self._init_table(agent_params)
+    # The KL penalty's reference. A function of the seed and the config,
+    # so a resumed run rebuilds the same one here. Copied: `update` donates
+    # the PPO state, and a replicated leaf would otherwise be the same
+    # buffer in both.
+    self.ref_params = jax.tree.map(
+        jnp.copy, mesh_lib.replicate(agent_params, self.mesh))
     ppo_state = ppo_lib.create_train_state(
         agent_params, self.config.ppo.learning_rate,
         table_learning_rate=self.config.ppo.get('table_learning_rate'))
@@ -335,7 +345,8 @@ class Trainer:
         self.collect(state.ppo.params, state.reward,
                      jax.random.fold_in(k_col, i), sigma)
         for i in range(cfg.ppo.trajectories // cfg.ppo.rollout_batch)])
-    ppo_state, metrics = self.update(state.ppo, trajs, rewards, sigma, k_ppo)
+    ppo_state, metrics = self.update(state.ppo, trajs, rewards, sigma, k_ppo,
+                                     self.ref_params)
     metrics.update({k: jnp.mean(jnp.stack([p[k] for p in parts]))
                     for k in parts[0]})
     reward_state = state.reward

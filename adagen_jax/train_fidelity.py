@@ -21,6 +21,7 @@ CONFIG's policy size, PPO settings (ppo.rollout_batch trajectories per
 iteration) and exploration schedule; exports to WORKDIR/policy.
 """
 
+import dataclasses
 import math
 import os
 
@@ -77,7 +78,10 @@ def train_fidelity(config, policy: str, workdir: str, iterations: int):
   trainer = refine.FidelityTraining(
       generator=gen, main_agent=main_agent, fid_agent=fid_agent,
       adv_reward=adv, fid_reward=fid,
-      ppo_config=train.ppo_settings(config.ppo),
+      # No KL anchor: the main policy's run anchored it to its start; the
+      # fidelity policy has no such start to stay near.
+      ppo_config=dataclasses.replace(train.ppo_settings(config.ppo),
+                                     kl_coef=0.0),
       standardise=reward_config.name == 'fd')
   rng = jax.random.key(config.seed)
   k_init, rng = jax.random.split(rng)

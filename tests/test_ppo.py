@@ -140,6 +140,38 @@ def test_clipping_stops_the_actor_gradient(small_agent):
   assert actor_grad_norm(0.0, +1.0) > 1e-4
 
 
+def test_kl_to_the_reference_policy(small_agent):
+  agent, params = small_agent
+  rs = np.random.RandomState(4)
+  m, sigma = 48, 0.3
+  batch = _random_batch(agent, params, m, (16, 8), rs, np.zeros(m))
+  loss_fn = jax.jit(ppo.ppo_loss, static_argnums=(1, 7))
+  with pytest.raises(ValueError, match='with_reference_mean'):
+    loss_fn(params, agent, batch, sigma, 0.2, 0.5, 0.01, 0.1)
+  # At the reference itself the KL is 0 and the loss unchanged.
+  at_ref = ppo.with_reference_mean(batch, agent, params)
+  plain, _ = loss_fn(params, agent, batch, sigma, 0.2, 0.5, 0.01, 0.0)
+  loss, metrics = loss_fn(params, agent, at_ref, sigma, 0.2, 0.5, 0.01, 0.1)
+  assert float(metrics['kl_ref']) < 1e-10
+  np.testing.assert_allclose(loss, plain, rtol=1e-6)
+  # Away from it: sum_a d_a^2 / (2 sigma^2) of the two Gaussians' means.
+  shift = jnp.asarray(rs.randn(m, 2), jnp.float32)
+  away = at_ref.replace(mean_ref=at_ref.mean_ref + shift)
+  loss, metrics = loss_fn(params, agent, away, sigma, 0.2, 0.5, 0.01, 0.1)
+  want = np.mean(np.sum(np.square(shift), -1)) / (2 * sigma ** 2)
+  np.testing.assert_allclose(metrics['kl_ref'], want, rtol=1e-5)
+  np.testing.assert_allclose(loss, plain + 0.1 * want, rtol=1e-5)
+  # With no advantage, the updates walk the policy's means to the reference.
+  zero_adv = away.replace(returns=away.baseline)
+  config = ppo.PPOConfig(epochs=20, kl_coef=1.0)
+  state = ppo.create_train_state(params, 1e-2)
+  state, _ = _update(state, agent, zero_adv, jnp.float32(sigma), config)
+  before = np.abs(np.asarray(shift)).mean()
+  after = np.abs(np.asarray(agent.mean(state.params, away.obs, away.t)
+                            - away.mean_ref)).mean()
+  assert after < 0.7 * before, (before, after)
+
+
 def test_ppo_update_equals_manual_adam_steps(small_agent):
   agent, params = small_agent
   rs = np.random.RandomState(4)

@@ -145,12 +145,18 @@ def test_fidelity_policy_of_an_fd_reward_policy(weights, tmp_path):
   """The blend also serves policies trained with the FD reward: the FD gain
   and the confidence are standardised before they are blended. Also the
   FD reward's training on the 8 test devices (it once hung there:
-  rewards._eigvalsh)."""
+  rewards._eigvalsh). The main policy is anchored to its start
+  (ppo.kl_coef), which the fidelity policy's training leaves out."""
   from adagen_jax import train_fidelity  # pylint: disable=g-import-not-at-top
   main_dir, fid_dir = str(tmp_path / 'main'), str(tmp_path / 'fid')
   config = tiny_config(weights, num_iterations=1)
   config.reward.name = 'fd'
+  config.ppo.kl_coef = 0.5
   train.train_and_evaluate(config, main_dir)
+  with open(os.path.join(main_dir, 'metrics.jsonl')) as f:
+    row = json.loads(f.readline())
+  # The first epoch starts at the reference; later ones move off it.
+  assert 0.0 <= row['kl_ref'] < 1.0
   metrics = train_fidelity.train_fidelity(
       config, os.path.join(main_dir, 'policy'), fid_dir, iterations=1)
   assert 0.0 <= metrics['reward_fid'] <= 1.0

@@ -78,6 +78,10 @@ def adagen_config(generator: ml_collections.ConfigDict,
       # and label, the group's mean return as the advantage's baseline
       # instead of the critic (ppo.make_batch); 1: the reference.
       group_size=1,
+      # Weight of KL(policy || the policy at iteration 0), a penalty on
+      # every move away from where the run started (ppo.PPOConfig.kl_coef);
+      # 0: none, as the reference.
+      kl_coef=0.0,
       obs_dtype='bfloat16',   # stored rollout observations
   ))
 

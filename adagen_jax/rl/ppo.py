@@ -49,6 +49,13 @@ class PPOConfig:
   clip_eps: float = 0.2
   vf_coef: float = 0.5
   ent_coef: float = 0.01     # multiplies a constant: no gradient
+  # Weight of KL(pi || pi_ref), pi_ref the policy the run started from
+  # (PPOBatch.mean_ref). Not in the reference. Started at a tuned schedule,
+  # the policy sits where the evaluation's gradient is small, so a noisy,
+  # partly misaligned reward walks it away over the iterations; the KL
+  # (RLHF's penalty towards the starting model) makes every move pay for
+  # its distance, so only what the reward keeps asking for survives.
+  kl_coef: float = 0.0
 
 
 @flax.struct.dataclass
@@ -105,6 +112,9 @@ class PPOBatch:
   # (make_batch's group_size).
   baseline: jax.Array
   returns: jax.Array    # float32 [M]: normalised returns R_norm
+  # float32 [M, A]: the reference policy's mean at (obs, t), for
+  # PPOConfig.kl_coef > 0 (with_reference_mean); None otherwise.
+  mean_ref: jax.Array | None = None
 
 
 def normalize_returns(returns: jax.Array) -> jax.Array:
@@ -165,9 +175,18 @@ def make_batch(trajectory: rollout_lib.Trajectory,
       baseline=baseline, returns=returns)
 
 
+def with_reference_mean(batch: PPOBatch, agent: policy_lib.Agent,
+                        ref_params) -> PPOBatch:
+  """`batch` with mean_ref: the mean of the policy `ref_params` at its
+  observations (one actor forward, no gradient)."""
+  mean = agent.mean(ref_params, batch.obs, batch.t)
+  return batch.replace(mean_ref=jax.lax.stop_gradient(mean))
+
+
 def ppo_loss(params, agent: policy_lib.Agent, batch: PPOBatch,
              sigma: jax.Array, clip_eps: float = 0.2, vf_coef: float = 0.5,
-             ent_coef: float = 0.01) -> tuple[jax.Array, dict[str, jax.Array]]:
+             ent_coef: float = 0.01, kl_coef: float = 0.0
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The clipped PPO loss (float32 []) and its pieces.
 
   Args:
@@ -176,10 +195,14 @@ def ppo_loss(params, agent: policy_lib.Agent, batch: PPOBatch,
     batch: a PPOBatch of M samples.
     sigma: float32 [] (or [A]) std the batch was sampled with.
     clip_eps, vf_coef, ent_coef: the reference's 0.2, 0.5, 0.01.
+    kl_coef: weight of KL(pi || pi_ref) (static; > 0 needs batch.mean_ref).
+      Both are Gaussians of the same sigma, so the KL is
+      sum_a (mean - mean_ref)^2 / (2 sigma^2), averaged over samples.
 
   Returns:
     (loss, metrics): metrics has policy_loss, value_loss, entropy, approx_kl
-    (mean of (ratio - 1) - log ratio, >= 0), clip_frac, ratio, value.
+    (mean of (ratio - 1) - log ratio, >= 0), clip_frac, ratio, value, and
+    kl_ref when kl_coef > 0.
   """
   logp = agent.log_prob(params, batch.obs, batch.t, batch.raw, sigma)
   value = agent.value(params, batch.obs, batch.t)
@@ -193,13 +216,24 @@ def ppo_loss(params, agent: policy_lib.Agent, batch: PPOBatch,
   entropy = jax.lax.stop_gradient(
       policy_lib.gaussian_entropy(sigma, batch.raw.shape[-1]))
   loss = policy_loss + vf_coef * value_loss - ent_coef * entropy
+  kl_metrics = {}
+  if kl_coef > 0:
+    if batch.mean_ref is None:
+      raise ValueError('kl_coef > 0 needs the reference policy\'s means: '
+                       'build the batch with with_reference_mean.')
+    # The same actor forward as log_prob's: XLA computes it once.
+    mean = agent.mean(params, batch.obs, batch.t)
+    kl_ref = jnp.mean(jnp.sum(jnp.square(mean - batch.mean_ref)
+                              / (2.0 * jnp.square(sigma)), axis=-1))
+    loss = loss + kl_coef * kl_ref
+    kl_metrics['kl_ref'] = kl_ref
   metrics = {
       'policy_loss': policy_loss, 'value_loss': value_loss,
       'entropy': entropy,
       'approx_kl': jnp.mean((ratio - 1.0) - log_ratio),
       'clip_frac': jnp.mean((jnp.abs(ratio - 1.0) > clip_eps)
                             .astype(jnp.float32)),
-      'ratio': jnp.mean(ratio), 'value': jnp.mean(value),
+      'ratio': jnp.mean(ratio), 'value': jnp.mean(value), **kl_metrics,
   }
   return loss, metrics
 
@@ -239,14 +273,14 @@ def ppo_update(state: TrainState, agent: policy_lib.Agent, batch: PPOBatch,
     """Value and gradient of ppo_loss on `mb`, `micro` chunks at a time."""
     if micro == 1:
       return grad_fn(params, agent, mb, sigma, config.clip_eps,
-                     config.vf_coef, config.ent_coef)
+                     config.vf_coef, config.ent_coef, config.kl_coef)
     # Sample-major chunks: chunk j holds samples j*n .. (j+1)*n - 1.
     chunks = jax.tree.map(
         lambda x: x.reshape((micro, x.shape[0] // micro) + x.shape[1:]), mb)
 
     def one(chunk):
       return grad_fn(params, agent, chunk, sigma, config.clip_eps,
-                     config.vf_coef, config.ent_coef)
+                     config.vf_coef, config.ent_coef, config.kl_coef)
 
     def add(total, chunk):
       return jax.tree.map(jnp.add, total, one(chunk)), None
