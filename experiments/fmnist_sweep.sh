@@ -119,6 +119,8 @@ declare -A FLAGS=(
   [table_group_tuned_fidx3_b512_conf01_kl001]="$fidx3_tuned --config.ppo.trajectories=512
     --config.reward.static_weight=0.1 --config.reward.static_backbone=fmnist
     --config.ppo.kl_coef=0.01"
+  # The last-block recipe (VAR's) with the same anchor.
+  [table_group_tuned_kl001]="$from_tuned --config.ppo.kl_coef=0.01"
   # 0.2 x: the weight at which the two pushes on the sampling temperature
   # cancel around the tuned T=8 schedule (0.064 - 0.344 w = 0; RESULTS).
   [table_group_tuned_fidx3_b512_conf02]="$fidx3_tuned --config.ppo.trajectories=512
@@ -212,6 +214,7 @@ declare -A NAMES=(
   [table_group_tuned_fidx3_b512_conf01]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_b512_conf01_nonadaptive]='AdaGen non-adaptive, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_b512_conf01_kl001]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration, KL 0.01 to the start'
+  [table_group_tuned_kl001]='AdaGen, FD reward, group baseline (G=4), table from the tuned schedule, KL 0.01 to the start'
   [table_group_tuned_fidx3_b512_conf02]='AdaGen, FD reward on DiscBackbone block 3 + 0.2 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_b512_conf01_tlr005]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule at half the rate (0.005), 512 trajectories per iteration'
   [table_group_tuned_fidx3_b512_conf03]='AdaGen, FD reward on DiscBackbone block 3 + 0.3 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
