@@ -95,7 +95,7 @@ def test_cli_missing_weights_is_one_line_exit_2(tmp_path):
   assert 'Traceback' not in res.stderr
 
 
-def test_shipped_policy_loads_for_its_step_count_only():
+def test_shipped_policy_loads_for_its_step_count_only(tmp_path):
   from adagen_jax.configs import shipped  # pylint: disable=g-import-not-at-top
   from adagen_jax import errors  # pylint: disable=g-import-not-at-top
   from adagen_jax import generators  # pylint: disable=g-import-not-at-top
@@ -131,13 +131,20 @@ def test_shipped_policy_loads_for_its_step_count_only():
   noise = jax.random.normal(jax.random.key(0), obs.shape)
   np.testing.assert_array_equal(agent.mean(params, obs, jnp.int32(3)),
                                 agent.mean(params, noise, jnp.int32(3)))
-  with pytest.raises(errors.UserError, match='without its reward'):
+  # Its reward carries the confidence bonus too.
+  with pytest.raises(errors.UserError, match='ConfidenceBonus depends on'):
     refine.load_refinement('nonadaptive', gen, best_of=2)
   # T=4 ships both policies; T=16 ships none.
   gen4, _ = generators.build(shipped.fmnist_maskgit_generator(4))
   for name, kind in (('adagen', 'adaptive'), ('nonadaptive', 'nonadaptive')):
     _, _, card = export.load(name, gen4)
     assert card['num_steps'] == 4 and card['policy']['kind'] == kind
+  # A policy copied without its reward state cannot score candidates.
+  bare = tmp_path / 'bare'
+  shutil.copytree(assets.asset_path('policies/fmnist_maskgit_T4_nonadaptive'),
+                  bare, ignore=shutil.ignore_patterns('reward'))
+  with pytest.raises(errors.UserError, match='without its reward'):
+    refine.load_refinement(str(bare), gen4, best_of=2)
   # T=4's carries what best-of-N needs: its FD reward's state (scored over
   # fixed reference samples).
   refinement, variables = refine.load_refinement('adagen', gen4, best_of=2,
