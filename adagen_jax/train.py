@@ -125,6 +125,10 @@ class Trainer:
     self.agent = export.build_agent(config.policy, self.generator)
     self.tuned_spec = _tuned_spec(config, self.generator)
     self.ppo_config = ppo_settings(config.ppo)
+    if self.ppo_config.kl_coef < 0:
+      raise errors.UserError(
+          f'ppo.kl_coef={self.ppo_config.kl_coef} must be >= 0 (0: no '
+          'penalty towards the starting policy).')
     self.reward_model = make_reward_model(
         config.reward, self.generator.num_classes, group)
     self.data_sharding = mesh_lib.batch_sharded(self.mesh)
@@ -235,12 +239,14 @@ class Trainer:
     k_pol, k_rew, rng = jax.random.split(rng, 3)
     agent_params = self.agent.init(k_pol, self.generator.obs_shape)
     agent_params = self._init_table(agent_params)
-    # The KL penalty's reference. A function of the seed and the config,
-    # so a resumed run rebuilds the same one here. Copied: `update` donates
-    # the PPO state, and a replicated leaf would otherwise be the same
-    # buffer in both.
-    self.ref_params = jax.tree.map(
-        jnp.copy, mesh_lib.replicate(agent_params, self.mesh))
+    # The KL penalty's reference (None without one). A function of the
+    # seed and the config, so a resumed run rebuilds the same one here.
+    # Copied: `update` donates the PPO state, and a replicated leaf would
+    # otherwise be the same buffer in both.
+    self.ref_params = None
+    if self.ppo_config.kl_coef > 0:
+      self.ref_params = jax.tree.map(
+          jnp.copy, mesh_lib.replicate(agent_params, self.mesh))
     ppo_state = ppo_lib.create_train_state(
         agent_params, self.config.ppo.learning_rate,
         table_learning_rate=self.config.ppo.get('table_learning_rate'))

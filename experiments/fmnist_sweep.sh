@@ -57,6 +57,10 @@ from_tuned='--config.ppo.group_size=4 --config.policy.table_init=tuned
 # is named so that the flows' configs (on ContrastNet) use it too.
 fidx3_tuned="$from_tuned --config.reward.backbone=fmnist
   --config.reward.feature_index=3"
+# The same with 512 trajectories per iteration and a tenth of
+# DiscBackbone's class confidence added (the MaskGIT T=8 recipe).
+conf01="$fidx3_tuned --config.ppo.trajectories=512
+  --config.reward.static_weight=0.1 --config.reward.static_backbone=fmnist"
 declare -A FLAGS=(
   # The config's own recipe (FD reward, per-step table at its own rate).
   [table]=''
@@ -109,16 +113,11 @@ declare -A FLAGS=(
   # 3's FD pushes sampling warmer and guidance down, the confidence the
   # other way at ~4x the strength (RESULTS, "Why T=8 loses"); 0.3 and 1.0
   # overshoot.
-  [table_group_tuned_fidx3_b512_conf01]="$fidx3_tuned --config.ppo.trajectories=512
-    --config.reward.static_weight=0.1 --config.reward.static_backbone=fmnist"
-  [table_group_tuned_fidx3_b512_conf01_nonadaptive]="$fidx3_tuned --config.ppo.trajectories=512
-    --config.reward.static_weight=0.1 --config.reward.static_backbone=fmnist
-    --config.policy.kind=nonadaptive"
+  [table_group_tuned_fidx3_b512_conf01]=$conf01
+  [table_group_tuned_fidx3_b512_conf01_nonadaptive]="$conf01 --config.policy.kind=nonadaptive"
   # conf01 anchored to the tuned start by a KL penalty (ppo.kl_coef): does
   # it hold the seed that walks away without freezing the others?
-  [table_group_tuned_fidx3_b512_conf01_kl001]="$fidx3_tuned --config.ppo.trajectories=512
-    --config.reward.static_weight=0.1 --config.reward.static_backbone=fmnist
-    --config.ppo.kl_coef=0.01"
+  [table_group_tuned_fidx3_b512_conf01_kl001]="$conf01 --config.ppo.kl_coef=0.01"
   # The last-block recipe (VAR's) with the same anchor.
   [table_group_tuned_kl001]="$from_tuned --config.ppo.kl_coef=0.01"
   # 0.2 x: the weight at which the two pushes on the sampling temperature

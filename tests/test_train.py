@@ -248,6 +248,10 @@ def test_grouped_rollouts_train(weights, tmp_path):
   config.ppo.group_size = 3
   with pytest.raises(errors.UserError, match='ppo.group_size=3'):
     train.Trainer(config, str(tmp_path / 'bad'))
+  config.ppo.group_size = 4
+  config.ppo.kl_coef = -0.1
+  with pytest.raises(errors.UserError, match='ppo.kl_coef=-0.1 must be'):
+    train.Trainer(config, str(tmp_path / 'bad_kl'))
 
 
 def test_confidence_bonus_from_another_backbone_trains(weights, tmp_path):
