@@ -120,6 +120,8 @@ declare -A FLAGS=(
   [table_group_tuned_fidx3_b512_conf01_kl001]="$conf01 --config.ppo.kl_coef=0.01"
   # The last-block recipe (VAR's) with the same anchor.
   [table_group_tuned_kl001]="$from_tuned --config.ppo.kl_coef=0.01"
+  [table_group_tuned_kl001_nonadaptive]="$from_tuned --config.ppo.kl_coef=0.01
+    --config.policy.kind=nonadaptive"
   # 0.2 x: the weight at which the two pushes on the sampling temperature
   # cancel around the tuned T=8 schedule (0.064 - 0.344 w = 0; RESULTS).
   [table_group_tuned_fidx3_b512_conf02]="$fidx3_tuned --config.ppo.trajectories=512
@@ -176,6 +178,9 @@ declare -A FLAGS=(
   # action gradient is the closest to the diagnostic's (cosine +0.88).
   [table_group_tuned_disc4]="$from_tuned --config.reward.backbone=fmnist
     --config.reward.feature_index=-1"
+  # The same anchored to the tuned start (ppo.kl_coef, as at MaskGIT T=8).
+  [table_group_tuned_disc4_kl001]="$from_tuned --config.reward.backbone=fmnist
+    --config.reward.feature_index=-1 --config.ppo.kl_coef=0.01"
   [table_group_tuned_resnet]="$from_tuned --config.reward.backbone=fmnist_resnet
     --config.reward.feature_index=-1"
   [adversarial]=$strong_d
@@ -214,6 +219,7 @@ declare -A NAMES=(
   [table_group_tuned_fidx3_b512_conf01_nonadaptive]='AdaGen non-adaptive, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_b512_conf01_kl001]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration, KL 0.01 to the start'
   [table_group_tuned_kl001]='AdaGen, FD reward, group baseline (G=4), table from the tuned schedule, KL 0.01 to the start'
+  [table_group_tuned_kl001_nonadaptive]='AdaGen non-adaptive, FD reward, group baseline (G=4), table from the tuned schedule, KL 0.01 to the start'
   [table_group_tuned_fidx3_b512_conf02]='AdaGen, FD reward on DiscBackbone block 3 + 0.2 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_b512_conf01_tlr005]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule at half the rate (0.005), 512 trajectories per iteration'
   [table_group_tuned_fidx3_b512_conf03]='AdaGen, FD reward on DiscBackbone block 3 + 0.3 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
@@ -232,6 +238,7 @@ declare -A NAMES=(
   [table_resnet]='AdaGen, FD reward on the supervised residual backbone (last stage), step table'
   [table_resnet1]='AdaGen, FD reward on the supervised residual backbone (stage 1), step table'
   [table_group_tuned_disc4]='AdaGen, FD reward on DiscBackbone (last block), group baseline (G=4), table from the tuned schedule'
+  [table_group_tuned_disc4_kl001]='AdaGen, FD reward on DiscBackbone (last block), group baseline (G=4), table from the tuned schedule, KL 0.01 to the start'
   [table_group_tuned_resnet]='AdaGen, FD reward on the supervised residual backbone (last stage), group baseline (G=4), table from the tuned schedule'
   [adversarial]='AdaGen, adversarial reward'
   [nonadaptive]='AdaGen non-adaptive, adversarial reward'
