@@ -61,6 +61,13 @@ fidx3_tuned="$from_tuned --config.reward.backbone=fmnist
 # DiscBackbone's class confidence added (the MaskGIT T=8 recipe).
 conf01="$fidx3_tuned --config.ppo.trajectories=512
   --config.reward.static_weight=0.1 --config.reward.static_backbone=fmnist"
+# The KL penalty towards the starting policy (ppo.kl_coef) that anchors a
+# from-tuned run to the tuned start.
+kl001='--config.ppo.kl_coef=0.01'
+# From the tuned schedule with the FD on DiscBackbone's last block, named
+# for the flows' configs (which default to ContrastNet).
+disc4="$from_tuned --config.reward.backbone=fmnist
+  --config.reward.feature_index=-1"
 declare -A FLAGS=(
   # The config's own recipe (FD reward, per-step table at its own rate).
   [table]=''
@@ -117,10 +124,10 @@ declare -A FLAGS=(
   [table_group_tuned_fidx3_b512_conf01_nonadaptive]="$conf01 --config.policy.kind=nonadaptive"
   # conf01 anchored to the tuned start by a KL penalty (ppo.kl_coef): does
   # it hold the seed that walks away without freezing the others?
-  [table_group_tuned_fidx3_b512_conf01_kl001]="$conf01 --config.ppo.kl_coef=0.01"
+  [table_group_tuned_fidx3_b512_conf01_kl001]="$conf01 $kl001"
   # The last-block recipe (VAR's) with the same anchor.
-  [table_group_tuned_kl001]="$from_tuned --config.ppo.kl_coef=0.01"
-  [table_group_tuned_kl001_nonadaptive]="$from_tuned --config.ppo.kl_coef=0.01
+  [table_group_tuned_kl001]="$from_tuned $kl001"
+  [table_group_tuned_kl001_nonadaptive]="$from_tuned $kl001
     --config.policy.kind=nonadaptive"
   # 0.2 x: the weight at which the two pushes on the sampling temperature
   # cancel around the tuned T=8 schedule (0.064 - 0.344 w = 0; RESULTS).
@@ -176,11 +183,9 @@ declare -A FLAGS=(
   # From the tuned schedule with the FD on DiscBackbone's last block,
   # named for the flows' configs: around the DiT's tuned 4-NFE schedule its
   # action gradient is the closest to the diagnostic's (cosine +0.88).
-  [table_group_tuned_disc4]="$from_tuned --config.reward.backbone=fmnist
-    --config.reward.feature_index=-1"
-  # The same anchored to the tuned start (ppo.kl_coef, as at MaskGIT T=8).
-  [table_group_tuned_disc4_kl001]="$from_tuned --config.reward.backbone=fmnist
-    --config.reward.feature_index=-1 --config.ppo.kl_coef=0.01"
+  [table_group_tuned_disc4]=$disc4
+  # The same anchored to the tuned start.
+  [table_group_tuned_disc4_kl001]="$disc4 $kl001"
   [table_group_tuned_resnet]="$from_tuned --config.reward.backbone=fmnist_resnet
     --config.reward.feature_index=-1"
   [adversarial]=$strong_d
