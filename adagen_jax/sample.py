@@ -34,6 +34,12 @@ Inference-time refinement (adagen_jax.rl.refine; each needs an exported
                      above that percentile of held-out real images'. Any
                      policy; on FD-reward policies it helps where the
                      largest score hurts (docs/RESULTS.md, "Refinement");
+    --best_of_rule=discriminator
+                     instead draws one candidate in proportion to
+                     p_real / p_policy, from a linear discriminator of real
+                     training images against 8000 samples of the policy on
+                     the reward backbones' features, fitted before sampling.
+                     Any policy; FD falls with N (docs/RESULTS.md);
   --lookahead=K      K candidate next states at --lookahead_steps (default
                      all but the last), the critic's best kept (MaskGIT, VAR);
   --lam=L [--fidelity_policy=PATH]
@@ -88,11 +94,14 @@ def _define_flags():
   flags.DEFINE_integer('batch', 500, 'Samples per rollout call.')
   flags.DEFINE_integer('best_of', 1, "N candidates per sample; the export's "
                        'reward (discriminator or FD gain) keeps one.')
-  flags.DEFINE_enum('best_of_rule', 'score', ['score', 'typical'],
+  flags.DEFINE_enum('best_of_rule', 'score',
+                    ['score', 'typical', 'discriminator'],
                     "Which candidate --best_of keeps: 'score', the largest "
                     "reward score; 'typical', the first that is not an "
                     "outlier of real images in the reward backbone's "
-                    'features (any policy).')
+                    "features; 'discriminator', a draw by a real/policy "
+                    'density ratio fitted on a pilot set of the policy '
+                    '(the last two: any policy).')
   flags.DEFINE_float('typical_percentile', 25.0, "--best_of_rule=typical's "
                      "threshold: this percentile of real images' "
                      'log-densities.')
@@ -205,7 +214,7 @@ def save(out: str, images: np.ndarray, labels: np.ndarray,
   return out, png
 
 
-def _refinement(f, generator):
+def _refinement(f, generator, params):
   """(Refinement, variables) when a refinement flag is set, else None."""
   if (f.best_of == 1 and f.lookahead == 1 and f.lookahead_steps is None and
       f.lam is None and f.fidelity_policy is None):
@@ -220,7 +229,8 @@ def _refinement(f, generator):
   return refine.load_refinement(
       f.policy, generator, best_of=f.best_of, lookahead=f.lookahead,
       lookahead_steps=steps, lam=f.lam, fidelity_policy=f.fidelity_policy,
-      best_of_rule=f.best_of_rule, typical_percentile=f.typical_percentile)
+      best_of_rule=f.best_of_rule, typical_percentile=f.typical_percentile,
+      gen_params=params)
 
 
 def main(argv):
@@ -237,7 +247,7 @@ def main(argv):
   if f.policy == TUNED:
     config.generator = tuned_section(config.generator)
   generator, params = generators.build(config.generator)
-  act_fn, refinement = None, _refinement(f, generator)
+  act_fn, refinement = None, _refinement(f, generator, params)
   if refinement is None:
     act_fn = make_act_fn(f.policy, generator)
   else:

@@ -23,7 +23,16 @@ Gaussian log-density in DiscBackbone block k's features (k = 3, 4; real
 statistics of 10 000 training images) is above the p-th percentile of
 10 000 other training images' (p = 10, 25), the best one where none is.
 A candidate replaces a sample only if the sample is atypical, so the set
-keeps its diversity.
+keeps its diversity. And by a Gaussian density ratio (`--rules=ratio`):
+each sample draws one of its first N candidates in proportion to
+(p_real / p_gen)^beta, both Gaussians in block k's features (k = 3, 4;
+p_gen fitted on the whole candidate pool):
+
+  python experiments/set_selection_spaces.py --policy=... --steps=4 \
+      --max_n=8 --seeds=0 --num=2000 --rules=ratio \
+      --out=docs/results/fmnist_maskgit_T4_gaussian_ratio.json
+
+(the linear discriminator that replaced it: discriminator_best_of.py).
 
 Real statistics: 20 000 training images (never the test split).
 FeatureNet scores every choice against the test split, as everywhere;
@@ -49,10 +58,11 @@ _REALS = refine.TYPICAL_REALS
 _CHUNK = 500
 _ROUNDS = (0, 1, 2, 3, 5, 8, 12, 20, 40)
 _PERCENTILES = (10, 25)
+_BETAS = (0.25, 0.5, 1.0)
 _RULES = flags.DEFINE_list(
     'rules', ['set_fd', 'early_stop', 'typical_first'],
     'Which rules to run: set_fd (every space, to convergence), early_stop '
-    '(disc3 and disc1-4 after a few rounds), typical_first.')
+    '(disc3 and disc1-4 after a few rounds), typical_first, ratio.')
 
 
 def _pooled_sets(backbone, images: np.ndarray) -> list[np.ndarray]:
@@ -92,6 +102,30 @@ def typical_first(feats: np.ndarray, reals: np.ndarray, percentile: float
   tau = jnp.percentile(density(reals[half:]), percentile)
   score = density(feats.reshape(-1, feats.shape[-1])).reshape(feats.shape[:2])
   return np.asarray(refine.first_typical(score, tau))
+
+
+def ratio_resample(feats: np.ndarray, reals: np.ndarray, beta: float,
+                   gumbel: np.ndarray) -> np.ndarray:
+  """int [M]: per sample, one of its candidates (feats [M, N, D]) drawn with
+  probability proportional to (p_real(f) / p_gen(f))^beta.
+
+  Sampling-importance-resampling: with the true density ratio and beta = 1
+  the kept samples are distributed as p_gen x p_real / p_gen = p_real as N
+  grows, so the set moves towards the real distribution as a whole instead
+  of towards the highest per-sample score. Both densities are Gaussians in
+  the reward backbone's features: p_real on `reals`, p_gen on every
+  candidate of the pool (the generator's own distribution). Their
+  normalising constants are the same for every candidate, so they cancel.
+  `gumbel` [M, N] makes the draw; the same noise for every N keeps the
+  choices nested.
+  """
+  m, n, d = feats.shape
+  flat = jnp.asarray(feats.reshape(-1, d))
+  mu_r, prec_r = refine.gaussian(*fid.feature_stats(reals))
+  mu_g, prec_g = refine.gaussian(*fid.feature_stats(np.asarray(flat)))
+  log_w = (refine.typicality(flat, mu_r, prec_r)
+           - refine.typicality(flat, mu_g, prec_g)).reshape(m, n)
+  return np.asarray(jnp.argmax(beta * log_w + gumbel, axis=1))
 
 
 def main(argv):
@@ -141,6 +175,18 @@ def main(argv):
           record(typical_first(spaces[name][0][:, :best_of], real_feats[name],
                                p), rule='typical_first', spaces=name,
                  percentile=p, best_of=best_of)
+    gumbel = np.asarray(jax.random.gumbel(jax.random.key(seed), (num, n)))
+    for name in ('disc3', 'disc4') if 'ratio' in rules else ():
+      for beta in _BETAS:
+        for best_of in range(1, n + 1):
+          # The generated Gaussian is fitted on the whole pool for every
+          # N, so N only changes how many candidates a sample draws from.
+          # Candidates past the N-th get -inf noise: never drawn.
+          chosen = ratio_resample(spaces[name][0], real_feats[name], beta,
+                                  np.where(np.arange(n) < best_of, gumbel,
+                                           -np.inf))
+          record(chosen, rule='ratio', spaces=name, beta=beta,
+                 best_of=best_of)
   with open(fmnist_refine._OUT.value, 'w') as f:
     json.dump(results, f, indent=1)
 

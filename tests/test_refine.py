@@ -289,6 +289,48 @@ def test_typical_of_n_keeps_the_first_non_outlier(gen, backbone,
     refine.fit_typicality(backbone, -1, np.asarray(reals), 100.0)
 
 
+def test_fit_discriminator_estimates_the_log_density_ratio():
+  """Two Gaussians of one covariance: log p_real / p_fake is linear, and the
+  fitted logit follows it (up to the constant the rule never uses)."""
+  rng = np.random.default_rng(0)
+  d, shift = 5, np.array([0.8, -0.5, 0.0, 0.0, 0.3])
+  real = rng.normal(size=(4000, d)) + shift
+  fake = rng.normal(size=(1000, d))  # fewer: the class weights balance them
+  disc = refine.fit_discriminator(real, fake)
+  test = rng.normal(size=(500, d)) * 2.0
+  true = test @ shift  # the log ratio less its constant
+  got = np.asarray(refine.discriminator_logits(disc, jnp.asarray(test)))
+  assert np.corrcoef(got, true)[0, 1] > 0.99
+  np.testing.assert_allclose(np.polyfit(true, got, 1)[0], 1.0, atol=0.1)
+
+
+def test_discriminator_of_n_draws_by_the_logits(gen, backbone,
+                                                run_lookahead):
+  g, gp = gen
+  reals = jax.jit(lambda: rollout_lib.rollout(
+      g, gp, _labels(64), jax.random.key(2)).images)()
+  fakes = jax.jit(lambda: rollout_lib.rollout(
+      g, gp, _labels(64), jax.random.key(3)).images)()
+  feats = lambda x: np.asarray(refine.feature_vector((backbone,), x))
+  disc = refine.fit_discriminator(feats(reals), feats(fakes), steps=20)
+  rng = jax.random.key(11)
+  run = jax.jit(lambda n: refine.discriminator_of_n(
+      g, gp, _labels(), rng, None, (backbone,), disc, n), static_argnums=0)
+  images, logits, chosen = run(3)
+  cands = refine.candidate_images(g, gp, _labels(), rng, None, 3)
+  want_logits = jax.vmap(lambda x: refine.discriminator_logits(
+      disc, refine.feature_vector((backbone,), x)), in_axes=1,
+                         out_axes=1)(cands)
+  want = jax.random.categorical(jax.random.fold_in(rng, 1), want_logits,
+                                axis=1)
+  np.testing.assert_array_equal(chosen, want)
+  np.testing.assert_allclose(images, cands[jnp.arange(B), want], atol=1e-6)
+  np.testing.assert_allclose(logits, want_logits[jnp.arange(B), want],
+                             rtol=1e-4, atol=1e-4)
+  # N = 1 is plain sampling.
+  np.testing.assert_array_equal(run(1)[0], run_lookahead(0, None, rng))
+
+
 def test_set_selection_lowers_the_sets_fd():
   from adagen_jax.metrics import fid
   rng = np.random.default_rng(0)
@@ -637,6 +679,29 @@ def test_load_refinement_typical_rule(gen, backbone, exported):
                            best_of_rule='typical')
   with pytest.raises(errors.UserError, match="best_of_rule='best'"):
     refine.load_refinement(exported, g, best_of=2, best_of_rule='best')
+
+
+def test_load_refinement_discriminator_rule(gen, backbone, exported):
+  """The discriminator is fitted on a pilot set of the policy itself."""
+  g, gp = gen
+  reals = jax.jit(lambda: rollout_lib.rollout(
+      g, gp, _labels(64), jax.random.key(2)).images)()
+  refinement, variables = refine.load_refinement(
+      exported, g, best_of=2, backbone=backbone,
+      best_of_rule='discriminator', reals=np.asarray(reals), gen_params=gp,
+      pilot=32)
+  assert sorted(variables) == ['discriminator', 'policy']
+  d = variables['discriminator']['w'].shape[0]
+  assert d == refine.feature_vector((backbone,), reals[:1]).shape[1]
+  assert refinement.describe().startswith(
+      'refinement best_of=2 (discriminator) lookahead=1 steps=[] '
+      'blend=False: 2.00x generator transitions, 2 reward-backbone forwards')
+  images, logits = jax.jit(refinement.sample)(variables, gp, _labels(),
+                                              jax.random.key(0))
+  assert images.shape == (B, 8, 8, 1) and logits.shape == (B,)
+  with pytest.raises(errors.UserError, match='only Fashion-MNIST'):
+    refine.load_refinement(exported, g, best_of=2, backbone=backbone,
+                           best_of_rule='discriminator', gen_params=gp)
 
 
 def test_exports_with_the_whole_reward_state_still_load(gen, backbone,

@@ -100,7 +100,7 @@ def test_shipped_policy_loads_for_its_step_count_only(tmp_path):
   from adagen_jax import errors  # pylint: disable=g-import-not-at-top
   from adagen_jax import generators  # pylint: disable=g-import-not-at-top
   from adagen_jax.rl import export  # pylint: disable=g-import-not-at-top
-  gen, _ = generators.build(shipped.fmnist_maskgit_generator(8))
+  gen, params_of_gen = generators.build(shipped.fmnist_maskgit_generator(8))
   agent, params, card = export.load('adagen', gen)
   assert card['num_steps'] == 8 and card['policy']['kind'] == 'adaptive'
   obs = jnp.zeros((2,) + tuple(gen.obs_shape))
@@ -120,6 +120,15 @@ def test_shipped_policy_loads_for_its_step_count_only(tmp_path):
   assert refinement.best_of_rule == 'typical'
   assert variables['typical']['prec'].shape == (
       variables['typical']['mu'].shape * 2)
+  # So does the fitted discriminator, on every feature set of both shipped
+  # reward backbones (DiscBackbone and ContrastNet).
+  refinement, variables = refine.load_refinement(
+      'adagen', gen, best_of=2, best_of_rule='discriminator',
+      gen_params=params_of_gen, pilot=64)
+  assert len(refinement.backbones) == 2
+  feats = refine.feature_vector(refinement.backbones,
+                                jnp.zeros((1, 28, 28, 1)))
+  assert variables['discriminator']['w'].shape == (feats.shape[1],)
   refinement, _ = refine.load_refinement('adagen', gen, lookahead=2)
   assert refinement.lookahead == 2
   with pytest.raises(errors.UserError, match='no fidelity/'):

@@ -11,6 +11,12 @@ code, so every choice below is ours and says why):
   candidate unless its reward-backbone features are atypical of real
   images (log-density below a percentile of held-out reals'), then the
   next. Needs no reward state, so it serves every policy.
+- Best-of-N by a discriminator fitted after training (`discriminator_of_n`):
+  a logistic regression of real images against the policy's own samples
+  on every feature set of the reward backbones; each sample keeps one of
+  its N candidates drawn in proportion to the estimated density ratio
+  p_real / p_policy (sampling-importance-resampling). Needs no reward
+  state, so it serves every policy.
 - Best-of-N for a set (`select_for_set`): the candidates of every sample
   chosen together, by descent on the FD of the chosen set (for metrics of
   a set, which no per-sample score can follow).
@@ -62,7 +68,17 @@ LAM_MIN = 1e-3
 # "Refinement"), so it is an option, not the default.
 TYPICAL_REALS = 20000
 TYPICAL_RIDGE = 1e-3
-BEST_OF_RULES = ('score', 'typical')
+# The discriminator rule: policy samples it is fitted on (sampling seed
+# DISCRIMINATOR_SEED, never an evaluation seed), against TYPICAL_REALS real
+# images; L2 weight on standardised features and full-batch Adam. A pilot of
+# 2000 samples gave gains up to N = 4 only, a cross-fitted 8000 up to N = 8
+# (docs/RESULTS.md, "Refinement").
+DISCRIMINATOR_PILOT = 8000
+DISCRIMINATOR_SEED = 99
+DISCRIMINATOR_L2 = 1e-3
+DISCRIMINATOR_STEPS = 300
+DISCRIMINATOR_LR = 0.05
+BEST_OF_RULES = ('score', 'typical', 'discriminator')
 _TRAIN_HINT = ('train one with python -m adagen_jax.main --config=... '
                '--workdir=WORKDIR and pass --policy=WORKDIR/policy')
 
@@ -357,6 +373,108 @@ def typical_of_n(generator: base.Generator, gen_params, labels: jax.Array,
   chosen = first_typical(dens, stats['tau'])
   rows = jnp.arange(b)
   return images[rows, chosen], dens[rows, chosen], chosen
+
+
+# --- best-of-N by a fitted discriminator --------------------------------------
+
+
+def feature_vector(backbones: Sequence[rewards_lib.Backbone],
+                   images: jax.Array) -> jax.Array:
+  """float32 [M, D]: the token means of every feature set of every backbone,
+  concatenated (shallow sets see texture, deep ones shape)."""
+  return jnp.concatenate(
+      [jnp.mean(f, axis=1) for b in backbones
+       for f in b.features(b.variables, images)], axis=-1)
+
+
+def fit_discriminator(real_feats: np.ndarray, fake_feats: np.ndarray, *,
+                      l2: float = DISCRIMINATOR_L2,
+                      steps: int = DISCRIMINATOR_STEPS,
+                      learning_rate: float = DISCRIMINATOR_LR
+                      ) -> dict[str, jax.Array]:
+  """A logistic regression, real (1) against generated (0) features.
+
+  Each class weighs half the loss, so its logit estimates
+  log p_real(x) / p_gen(x) up to a constant, whatever the two set sizes.
+  Linear on purpose: on the MaskGIT T=4 policy a Gaussian density ratio
+  (quadratic) made every N worse, pulling in the generator's tails.
+
+  Args:
+    real_feats: float [R, D] (`feature_vector` of real images).
+    fake_feats: float [F, D] (of the policy's samples).
+
+  Returns:
+    {'mu' [D], 'scale' [D], 'w' [D], 'b' []} for `discriminator_logits`.
+  """
+  # Imported here: only this rule trains anything at sampling time.
+  import optax  # pylint: disable=g-import-not-at-top
+  x = jnp.concatenate([jnp.asarray(real_feats, jnp.float32),
+                       jnp.asarray(fake_feats, jnp.float32)])
+  y = jnp.concatenate([jnp.ones(real_feats.shape[0]),
+                       jnp.zeros(fake_feats.shape[0])])
+  weight = jnp.where(y > 0, 0.5 / real_feats.shape[0],
+                     0.5 / fake_feats.shape[0])
+  mu, scale = jnp.mean(x, axis=0), jnp.std(x, axis=0) + 1e-6
+  xs = (x - mu) / scale
+
+  def loss(p):
+    z = xs @ p['w'] + p['b']
+    return (jnp.sum(weight * (jax.nn.softplus(z) - y * z))
+            + l2 * jnp.sum(p['w'] ** 2))
+
+  tx = optax.adam(learning_rate)
+
+  def step(carry, _):
+    p, state = carry
+    updates, state = tx.update(jax.grad(loss)(p), state)
+    return (optax.apply_updates(p, updates), state), None
+
+  p = {'w': jnp.zeros(x.shape[1]), 'b': jnp.zeros(())}
+  (p, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, None, length=steps))(
+      (p, tx.init(p)))
+  return {'mu': mu, 'scale': scale, **p}
+
+
+def discriminator_logits(disc: dict[str, jax.Array], feats: jax.Array
+                         ) -> jax.Array:
+  """float32 [M]: `fit_discriminator`'s logit of feats [M, D]."""
+  return ((feats - disc['mu']) / disc['scale']) @ disc['w'] + disc['b']
+
+
+def discriminator_of_n(generator: base.Generator, gen_params,
+                       labels: jax.Array, rng: jax.Array,
+                       act_fn: rollout_lib.ActFn | None,
+                       backbones: Sequence[rewards_lib.Backbone],
+                       disc: dict[str, jax.Array], n: int, *,
+                       transition: rollout_lib.Transition | None = None
+                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """N candidates per label; one drawn with probability ~ p_real / p_policy.
+
+  Sampling-importance-resampling: with the exact density ratio, the kept
+  samples tend to the real distribution as N grows, where keeping the
+  largest score tends to its mode (the per-sample argmax made FD-reward
+  policies worse with every N). The ratio is exp(logit) of
+  `fit_discriminator`.
+
+  Args:
+    generator, gen_params, labels, rng, act_fn, n, transition: as for
+      `candidates`.
+    backbones: `feature_vector`'s networks, as fitted.
+    disc: `fit_discriminator`'s output.
+
+  Returns:
+    images float32 [B, H, W, C]; logits float32 [B] of the kept
+    candidates; chosen_index int32 [B] in [0, N).
+  """
+  # The candidates use `rng` itself, so N = 1 is plain sampling.
+  images = candidate_images(generator, gen_params, labels, rng, act_fn, n,
+                            transition)
+  draw_rng = jax.random.fold_in(rng, 1)
+  logit = lambda x: discriminator_logits(disc, feature_vector(backbones, x))
+  logits = jax.lax.map(logit, jnp.swapaxes(images, 0, 1)).T  # [B, N]
+  chosen = jax.random.categorical(draw_rng, logits, axis=1).astype(jnp.int32)
+  rows = jnp.arange(labels.shape[0])
+  return images[rows, chosen], logits[rows, chosen], chosen
 
 
 # --- best-of-N for a set --------------------------------------------------------
@@ -801,10 +919,11 @@ class Refinement:
 
   Static (hashable by identity, a jit static argument); the arrays live in
   a separate `variables` dict {'policy', 'fidelity', 'lam', 'reward',
-  'typical'} (keys present as used), so a lam sweep or new weights do not
-  recompile. Best-of-N keeps the largest reward score (`best_of_rule`
-  'score', `best_of_n`) or the first non-outlier ('typical',
-  `typical_of_n`).
+  'typical', 'discriminator'} (keys present as used), so a lam sweep or new
+  weights do not recompile. Best-of-N keeps the largest reward score
+  (`best_of_rule` 'score', `best_of_n`), the first non-outlier ('typical',
+  `typical_of_n`) or a draw by the fitted density ratio ('discriminator',
+  `discriminator_of_n`).
   """
   generator: Any
   agent: policy_lib.Agent | None = None        # None: hand-crafted schedule
@@ -816,6 +935,7 @@ class Refinement:
   best_of_rule: str = 'score'
   backbone: rewards_lib.Backbone | None = None  # the 'typical' rule's space
   feature_index: int = -1
+  backbones: tuple[rewards_lib.Backbone, ...] = ()  # 'discriminator''s
 
   def act_fn(self, variables) -> rollout_lib.ActFn | None:
     if self.agent is None:
@@ -848,6 +968,11 @@ class Refinement:
           self.feature_index, variables['typical'], self.best_of,
           transition=transition)
       return images, scores
+    if self.best_of > 1 and self.best_of_rule == 'discriminator':
+      images, logits, _ = discriminator_of_n(
+          self.generator, gen_params, labels, rng, act, self.backbones,
+          variables['discriminator'], self.best_of, transition=transition)
+      return images, logits
     if self.best_of > 1:
       images, scores, _ = best_of_n(
           self.generator, gen_params, labels, rng, act, self.reward_model,
@@ -874,9 +999,11 @@ class Refinement:
     if self.lookahead > 1:
       parts.append(f'{c["critic_forwards"]:.0f} critic forwards')
     if self.best_of > 1:
-      what = ('reward-backbone' if self.best_of_rule == 'typical'
-              else 'discriminator')
-      parts.append(f'{c["discriminator_forwards"]:.0f} {what} forwards')
+      # The discriminator rule runs every backbone on every candidate.
+      count = c['discriminator_forwards'] * max(len(self.backbones), 1)
+      what = 'discriminator' if self.best_of_rule == 'score' else (
+          'reward-backbone')
+      parts.append(f'{count:.0f} {what} forwards')
     if self.fid_agent is not None:
       parts.append('2 policy forwards per step')
     rule = f' ({self.best_of_rule})' if self.best_of > 1 else ''
@@ -895,7 +1022,9 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
                     backbone: rewards_lib.Backbone | None = None,
                     best_of_rule: str = 'score',
                     typical_percentile: float = 25.0,
-                    reals: np.ndarray | None = None
+                    reals: np.ndarray | None = None,
+                    gen_params=None,
+                    pilot: int = DISCRIMINATOR_PILOT
                     ) -> tuple[Refinement, dict]:
   """The library form of sample.py's refinement flags.
 
@@ -913,11 +1042,16 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
     backbone: the reward backbone (default: the export's reward config via
       train.make_reward_model); tests pass a small one.
     best_of_rule: 'score' (the largest reward score; needs a per-sample
-      reward) or 'typical' (outlier rejection in the reward backbone's
-      last feature set; any policy).
+      reward), 'typical' (outlier rejection in the reward backbone's last
+      feature set; any policy) or 'discriminator' (a draw by a density
+      ratio fitted on the policy's samples; any policy).
     typical_percentile: the 'typical' rule's threshold percentile.
-    reals: the 'typical' rule's real images, float32 [R, H, W, C] (default:
-      TYPICAL_REALS Fashion-MNIST training images for a 28x28x1 generator).
+    reals: the 'typical' and 'discriminator' rules' real images, float32
+      [R, H, W, C] (default: TYPICAL_REALS Fashion-MNIST training images for
+      a 28x28x1 generator).
+    gen_params: the generator's parameters; the 'discriminator' rule samples
+      its pilot set with them.
+    pilot: how many policy samples the 'discriminator' rule is fitted on.
 
   Returns:
     (Refinement, variables) for `Refinement.sample`.
@@ -977,12 +1111,27 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
       backbone = train.make_backbone(ml_collections.ConfigDict(
           card['reward']))
     variables['typical'] = fit_typicality(
-        backbone, -1, _typical_reals(generator) if reals is None else reals,
+        backbone, -1,
+        _typical_reals(generator, best_of_rule) if reals is None else reals,
         typical_percentile)
     return Refinement(generator, agent=agent, fid_agent=fid_agent,
                       lookahead=lookahead, steps=steps, best_of=best_of,
                       best_of_rule='typical', backbone=backbone,
                       feature_index=-1), variables
+  if best_of > 1 and best_of_rule == 'discriminator':
+    if gen_params is None:
+      raise ValueError("best_of_rule='discriminator' needs gen_params.")
+    backbones = _discriminator_backbones(generator, card, backbone)
+    plain = Refinement(generator, agent=agent, fid_agent=fid_agent,
+                       lookahead=lookahead, steps=steps)
+    variables['discriminator'] = pilot_discriminator(
+        plain, variables, gen_params, backbones,
+        _typical_reals(generator, best_of_rule) if reals is None else reals,
+        pilot)
+    return Refinement(generator, agent=agent, fid_agent=fid_agent,
+                      lookahead=lookahead, steps=steps, best_of=best_of,
+                      best_of_rule='discriminator',
+                      backbones=backbones), variables
   if best_of > 1:
     import ml_collections  # pylint: disable=g-import-not-at-top
     reward_config = ml_collections.ConfigDict(card['reward'])
@@ -1001,13 +1150,46 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
                     reward_model=reward_model), variables
 
 
-def _typical_reals(generator) -> np.ndarray:
-  """The outlier rule's default real images: Fashion-MNIST training images
-  for the project's 28x28x1 generators."""
+def pilot_discriminator(plain: Refinement, variables: dict, gen_params,
+                        backbones: Sequence[rewards_lib.Backbone],
+                        reals: np.ndarray, pilot: int, chunk: int = 500
+                        ) -> dict[str, jax.Array]:
+  """`fit_discriminator` on `pilot` samples of `plain` (the refinement
+  without best-of-N) against `reals`."""
+  # Imported here: sample.py imports this module.
+  from adagen_jax import sample  # pylint: disable=g-import-not-at-top
+  fakes, _ = sample.generate_with(plain.generator, gen_params, pilot,
+                                  DISCRIMINATOR_SEED, refinement=(plain,
+                                                                  variables))
+  feats_fn = jax.jit(lambda x: feature_vector(backbones, x))
+  feats = lambda x: np.concatenate([np.asarray(feats_fn(x[i:i + chunk]))
+                                    for i in range(0, x.shape[0], chunk)])
+  return fit_discriminator(feats(reals), feats(fakes))
+
+
+def _discriminator_backbones(generator, card, backbone
+                             ) -> tuple[rewards_lib.Backbone, ...]:
+  """The discriminator rule's networks: `backbone` when given; for the
+  Fashion-MNIST generators both shipped reward backbones (DiscBackbone and
+  the self-supervised ContrastNet: on the T=4 policy either one alone gains
+  little); else the export's reward backbone."""
+  if backbone is not None:
+    return (backbone,)
+  if tuple(generator.image_shape) == (28, 28, 1):
+    return (rewards_lib.fmnist_backbone(),
+            rewards_lib.fmnist_contrast_backbone())
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from adagen_jax import train  # pylint: disable=g-import-not-at-top
+  return (train.make_backbone(ml_collections.ConfigDict(card['reward'])),)
+
+
+def _typical_reals(generator, rule: str) -> np.ndarray:
+  """The outlier and discriminator rules' default real images:
+  Fashion-MNIST training images for the project's 28x28x1 generators."""
   if tuple(generator.image_shape) != (28, 28, 1):
     raise errors.UserError(
-        '--best_of_rule=typical needs real images of the generator\'s domain;'
-        ' only Fashion-MNIST (28x28x1) ships here. From Python, pass '
+        f'--best_of_rule={rule} needs real images of the generator\'s '
+        'domain; only Fashion-MNIST (28x28x1) ships here. From Python, pass '
         'reals=[R, H, W, C] images to refine.load_refinement.')
   from adagen_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top
   return fashion_mnist.load('train')[0][:TYPICAL_REALS]
