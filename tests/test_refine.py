@@ -658,50 +658,36 @@ def test_load_refinement(gen, backbone, exported, adv, tmp_path):
   assert images.shape == (B, 8, 8, 1) and scores.shape == (B,)
 
 
-def test_load_refinement_typical_rule(gen, backbone, exported):
-  """Outlier rejection needs no reward state: real images and the reward
-  backbone; a generator off Fashion-MNIST must bring its own reals."""
+@pytest.mark.parametrize('rule,option', [
+    ('typical', dict(typical_percentile=25.0)),
+    ('discriminator', dict(pilot=32))])
+def test_load_refinement_rules_without_reward_state(gen, backbone, exported,
+                                                    rule, option):
+  """Outlier rejection and the fitted discriminator need no reward state:
+  real images and the reward backbone (the discriminator also a pilot set
+  of the policy itself); a generator off Fashion-MNIST must bring its own
+  reals."""
   g, gp = gen
   reals = jax.jit(lambda: rollout_lib.rollout(
       g, gp, _labels(64), jax.random.key(2)).images)()
   refinement, variables = refine.load_refinement(
-      exported, g, best_of=3, backbone=backbone, best_of_rule='typical',
-      typical_percentile=25.0, reals=np.asarray(reals))
-  assert sorted(variables) == ['policy', 'typical']
+      exported, g, best_of=3, backbone=backbone, best_of_rule=rule,
+      reals=np.asarray(reals), gen_params=gp, **option)
+  assert sorted(variables) == sorted(['policy', rule])
   assert refinement.describe().startswith(
-      'refinement best_of=3 (typical) lookahead=1 steps=[] blend=False: '
+      f'refinement best_of=3 ({rule}) lookahead=1 steps=[] blend=False: '
       '3.00x generator transitions, 3 reward-backbone forwards')
-  images, dens = jax.jit(refinement.sample)(variables, gp, _labels(),
-                                            jax.random.key(0))
-  assert images.shape == (B, 8, 8, 1) and dens.shape == (B,)
+  images, scores = jax.jit(refinement.sample)(variables, gp, _labels(),
+                                              jax.random.key(0))
+  assert images.shape == (B, 8, 8, 1) and scores.shape == (B,)
+  if rule == 'discriminator':
+    assert variables[rule]['w'].shape == refine.feature_vector(
+        (backbone,), reals[:1]).shape[1:]
   with pytest.raises(errors.UserError, match='only Fashion-MNIST'):
     refine.load_refinement(exported, g, best_of=2, backbone=backbone,
-                           best_of_rule='typical')
+                           best_of_rule=rule, gen_params=gp)
   with pytest.raises(errors.UserError, match="best_of_rule='best'"):
     refine.load_refinement(exported, g, best_of=2, best_of_rule='best')
-
-
-def test_load_refinement_discriminator_rule(gen, backbone, exported):
-  """The discriminator is fitted on a pilot set of the policy itself."""
-  g, gp = gen
-  reals = jax.jit(lambda: rollout_lib.rollout(
-      g, gp, _labels(64), jax.random.key(2)).images)()
-  refinement, variables = refine.load_refinement(
-      exported, g, best_of=2, backbone=backbone,
-      best_of_rule='discriminator', reals=np.asarray(reals), gen_params=gp,
-      pilot=32)
-  assert sorted(variables) == ['discriminator', 'policy']
-  d = variables['discriminator']['w'].shape[0]
-  assert d == refine.feature_vector((backbone,), reals[:1]).shape[1]
-  assert refinement.describe().startswith(
-      'refinement best_of=2 (discriminator) lookahead=1 steps=[] '
-      'blend=False: 2.00x generator transitions, 2 reward-backbone forwards')
-  images, logits = jax.jit(refinement.sample)(variables, gp, _labels(),
-                                              jax.random.key(0))
-  assert images.shape == (B, 8, 8, 1) and logits.shape == (B,)
-  with pytest.raises(errors.UserError, match='only Fashion-MNIST'):
-    refine.load_refinement(exported, g, best_of=2, backbone=backbone,
-                           best_of_rule='discriminator', gen_params=gp)
 
 
 def test_exports_with_the_whole_reward_state_still_load(gen, backbone,
