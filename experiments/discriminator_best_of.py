@@ -52,14 +52,12 @@ _OUT = flags.DEFINE_string('out', None, 'Rows file (JSON lines); the plot '
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _candidates(refinement, n, variables, gen_params, labels, rng):
-  """[B, n, H, W, C] candidates and their logits [B, n]."""
-  images = refine.candidate_images(
+  """[B, n, H, W, C] candidates and their logits [B, n] (the sampler's)."""
+  return refine.discriminator_candidates(
       refinement.generator, gen_params, labels, rng,
-      refinement.act_fn(variables), n, refinement.transition(variables))
-  logit = lambda x: refine.discriminator_logits(
-      variables['discriminator'], refine.feature_vector(refinement.backbones,
-                                                        x))
-  return images, jax.lax.map(logit, jnp.swapaxes(images, 0, 1)).T
+      refinement.act_fn(variables), refinement.backbones,
+      variables['discriminator'], n,
+      transition=refinement.transition(variables))
 
 
 def main(argv):

@@ -441,6 +441,26 @@ def discriminator_logits(disc: dict[str, jax.Array], feats: jax.Array
   return ((feats - disc['mu']) / disc['scale']) @ disc['w'] + disc['b']
 
 
+def discriminator_candidates(generator: base.Generator, gen_params,
+                             labels: jax.Array, rng: jax.Array,
+                             act_fn: rollout_lib.ActFn | None,
+                             backbones: Sequence[rewards_lib.Backbone],
+                             disc: dict[str, jax.Array], n: int, *,
+                             transition: rollout_lib.Transition | None = None
+                             ) -> tuple[jax.Array, jax.Array]:
+  """N candidates per label and their `fit_discriminator` logits.
+
+  The candidates use `rng` itself, so N = 1 is plain sampling.
+
+  Returns:
+    images float32 [B, N, H, W, C]; logits float32 [B, N].
+  """
+  images = candidate_images(generator, gen_params, labels, rng, act_fn, n,
+                            transition)
+  logit = lambda x: discriminator_logits(disc, feature_vector(backbones, x))
+  return images, jax.lax.map(logit, jnp.swapaxes(images, 0, 1)).T
+
+
 def discriminator_of_n(generator: base.Generator, gen_params,
                        labels: jax.Array, rng: jax.Array,
                        act_fn: rollout_lib.ActFn | None,
@@ -466,13 +486,11 @@ def discriminator_of_n(generator: base.Generator, gen_params,
     images float32 [B, H, W, C]; logits float32 [B] of the kept
     candidates; chosen_index int32 [B] in [0, N).
   """
-  # The candidates use `rng` itself, so N = 1 is plain sampling.
-  images = candidate_images(generator, gen_params, labels, rng, act_fn, n,
-                            transition)
-  draw_rng = jax.random.fold_in(rng, 1)
-  logit = lambda x: discriminator_logits(disc, feature_vector(backbones, x))
-  logits = jax.lax.map(logit, jnp.swapaxes(images, 0, 1)).T  # [B, N]
-  chosen = jax.random.categorical(draw_rng, logits, axis=1).astype(jnp.int32)
+  images, logits = discriminator_candidates(
+      generator, gen_params, labels, rng, act_fn, backbones, disc, n,
+      transition=transition)
+  chosen = jax.random.categorical(jax.random.fold_in(rng, 1), logits,
+                                  axis=1).astype(jnp.int32)
   rows = jnp.arange(labels.shape[0])
   return images[rows, chosen], logits[rows, chosen], chosen
 
