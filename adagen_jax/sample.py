@@ -42,6 +42,11 @@ Inference-time refinement (adagen_jax.rl.refine; each needs an exported
                      Any policy; FD falls with N (docs/RESULTS.md);
   --lookahead=K      K candidate next states at --lookahead_steps (default
                      all but the last), the critic's best kept (MaskGIT, VAR);
+    --lookahead_rule=discriminator
+                     instead draws one by --best_of_rule=discriminator's
+                     density ratio, on the image each candidate would
+                     decode to now (the discriminator fitted on the policy
+                     without lookahead);
   --lam=L [--fidelity_policy=PATH]
                      executes (1 - L) a_policy + L a_fidelity (default
                      fidelity policy: the export's fidelity/ folder).
@@ -107,6 +112,11 @@ def _define_flags():
                      'log-densities.')
   flags.DEFINE_integer('lookahead', 1, 'K candidate next states; the '
                        "export's critic keeps one.")
+  flags.DEFINE_enum('lookahead_rule', 'critic', ['critic', 'discriminator'],
+                    "Which candidate --lookahead keeps: 'critic', the "
+                    "largest value of the export's critic; "
+                    "'discriminator', a draw by --best_of_rule="
+                    "discriminator's density ratio (any policy).")
   flags.DEFINE_list('lookahead_steps', None, 'Steps t of the lookahead '
                     '(default: all but the last), e.g. 0,1,2.')
   flags.DEFINE_float('lam', None, 'Blend weight in [0, 1] of '
@@ -230,7 +240,7 @@ def _refinement(f, generator, params):
       f.policy, generator, best_of=f.best_of, lookahead=f.lookahead,
       lookahead_steps=steps, lam=f.lam, fidelity_policy=f.fidelity_policy,
       best_of_rule=f.best_of_rule, typical_percentile=f.typical_percentile,
-      gen_params=params)
+      gen_params=params, lookahead_rule=f.lookahead_rule)
 
 
 def main(argv):

@@ -240,7 +240,8 @@ def run_lookahead(gen, closeness_agent):
 
   @jax.jit(static_argnums=(0, 1))
   def run(k, steps, rng):
-    trans = (refine.lookahead_transition(g, *closeness_agent, k, steps)
+    trans = (refine.lookahead_transition(
+        g, refine.critic_judge(*closeness_agent), k, steps)
              if k else None)
     return rollout_lib.rollout(g, gp, _labels(), rng, transition=trans).images
 
@@ -331,6 +332,37 @@ def test_discriminator_of_n_draws_by_the_logits(gen, backbone,
   np.testing.assert_array_equal(run(1)[0], run_lookahead(0, None, rng))
 
 
+def test_discriminator_judge_draws_by_the_decoded_logits(gen, backbone):
+  """The lookahead's discriminator judge: candidate k drawn with the Gumbel
+  key fold_in(rng, K) by the logits of the K candidates' decoded images."""
+  g, gp = gen
+  fakes = jax.jit(lambda: rollout_lib.rollout(
+      g, gp, _labels(64), jax.random.key(3)).images)()
+  feats = lambda x: np.asarray(refine.feature_vector((backbone,), x))
+  disc = refine.fit_discriminator(feats(fakes[:32]), feats(fakes[32:]),
+                                  steps=20)
+  k, t, rng = 4, 1, jax.random.key(8)
+  action = {'blend': jnp.full((B,), 0.3), 'temp': jnp.full((B,), 2.0)}
+  trans = refine.lookahead_transition(
+      g, refine.discriminator_judge(g, (backbone,), disc), k)
+
+  @jax.jit
+  def by_hand_and_transition():
+    state, _ = g.init(gp, _labels(), jax.random.key(0))
+    cands = [g.step(gp, state, action, key)[0]
+             for key in refine.candidate_keys(rng, k)]
+    logits = jnp.stack([refine.discriminator_logits(
+        disc, refine.feature_vector((backbone,), g.decode(gp, c)))
+                        for c in cands])
+    xs = jnp.stack([c.x for c in cands])
+    return trans(gp, state, action, rng, jnp.int32(t))[0].x, logits, xs
+
+  got, logits, xs = by_hand_and_transition()
+  want = jax.random.categorical(jax.random.fold_in(rng, k), logits, axis=0)
+  assert len(set(np.asarray(want).tolist())) > 1
+  np.testing.assert_array_equal(got, np.asarray(xs)[want, np.arange(B)])
+
+
 def test_set_selection_lowers_the_sets_fd():
   from adagen_jax.metrics import fid
   rng = np.random.default_rng(0)
@@ -373,8 +405,9 @@ def test_lookahead_keeps_the_max_value_candidate(gen, closeness_agent,
   agent, params = closeness_agent
   k, t, rng = 4, 1, jax.random.key(8)
   action = {'blend': jnp.full((B,), 0.3), 'temp': jnp.full((B,), 2.0)}
-  trans = refine.lookahead_transition(g, agent, params, k)
-  only_1 = refine.lookahead_transition(g, agent, params, k, steps=(1,))
+  judge = refine.critic_judge(agent, params)
+  trans = refine.lookahead_transition(g, judge, k)
+  only_1 = refine.lookahead_transition(g, judge, k, steps=(1,))
 
   @jax.jit
   def by_hand_and_transitions():
@@ -411,10 +444,12 @@ def test_lookahead_steps_and_refusals(gen, closeness_agent):
   with pytest.raises(errors.UserError, match='last step 3'):
     refine.resolve_steps(T, [3])
   with pytest.raises(errors.UserError, match='K >= 1'):
-    refine.lookahead_transition(g, *closeness_agent, k=0)
+    refine.lookahead_transition(g, refine.critic_judge(*closeness_agent),
+                                k=0)
   deterministic = dataclasses.replace(g, stochastic=False)
   with pytest.raises(errors.UserError, match='deterministic'):
-    refine.lookahead_transition(deterministic, *closeness_agent, k=2)
+    refine.lookahead_transition(
+        deterministic, refine.critic_judge(*closeness_agent), k=2)
 
 
 def test_batch_layout_and_selection_of_interleaved_rows():
@@ -637,7 +672,8 @@ def test_load_refinement(gen, backbone, exported, adv, tmp_path):
   assert sorted(variables) == ['fidelity', 'lam', 'policy', 'reward']
   assert refinement.steps == (0, 1) and refinement.fid_agent is not None
   assert refinement.describe().startswith(
-      'refinement best_of=2 (score) lookahead=3 steps=[0, 1] blend=True: 4.00x '
+      'refinement best_of=2 (score) lookahead=3 (critic) steps=[0, 1] '
+      'blend=True: 4.00x '
       'generator transitions, 12 critic forwards, 16 discriminator forwards')
   chex.assert_trees_all_equal(variables['reward'].params, adv[1].params)
   # The export keeps what scoring needs, not the Adam moments.
@@ -690,6 +726,28 @@ def test_load_refinement_rules_without_reward_state(gen, backbone, exported,
     refine.load_refinement(exported, g, best_of=2, best_of_rule='best')
 
 
+def test_load_refinement_discriminator_lookahead(gen, backbone, exported):
+  """--lookahead_rule=discriminator: fitted on the policy without
+  lookahead, no reward state or critic read; a bad rule is one line."""
+  g, gp = gen
+  reals = jax.jit(lambda: rollout_lib.rollout(
+      g, gp, _labels(64), jax.random.key(2)).images)()
+  refinement, variables = refine.load_refinement(
+      exported, g, lookahead=3, lookahead_steps=[0, 1], backbone=backbone,
+      reals=np.asarray(reals), gen_params=gp, pilot=32,
+      lookahead_rule='discriminator')
+  assert sorted(variables) == ['discriminator', 'policy']
+  assert refinement.describe() == (
+      'refinement best_of=1 lookahead=3 (discriminator) steps=[0, 1] '
+      'blend=False: 2.00x generator transitions, 6 decodes and 6 '
+      'reward-backbone forwards (lookahead) per sample')
+  images, _ = jax.jit(refinement.sample)(variables, gp, _labels(),
+                                         jax.random.key(0))
+  assert images.shape == (B, 8, 8, 1)
+  with pytest.raises(errors.UserError, match="lookahead_rule='best'"):
+    refine.load_refinement(exported, g, lookahead=2, lookahead_rule='best')
+
+
 def test_exports_with_the_whole_reward_state_still_load(gen, backbone,
                                                         exported, adv,
                                                         tmp_path):
@@ -728,6 +786,7 @@ def test_cli_flags(exported, tmp_path):
       capture_output=True, text=True, timeout=300, check=False,
       env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert res.returncode == 0, res.stderr[-2000:]
-  assert 'lookahead=2 steps=[0, 2] blend=True: 1.50x generator' in res.stdout
+  assert ('lookahead=2 (critic) steps=[0, 2] blend=True: 1.50x generator'
+          in res.stdout)
   assert samples_io.load_samples(str(tmp_path / 's.npz'))[0].shape == (
       12, 8, 8, 1)

@@ -22,7 +22,10 @@ code, so every choice below is ours and says why):
   a set, which no per-sample score can follow).
 - Value lookahead (`lookahead_transition`): at chosen steps, K candidate next
   states from K sampling keys; the critic's V(obs_{t+1}, t + 1) picks one per
-  sample. Only stochastic transitions (MaskGIT, VAR) have candidates.
+  sample (`critic_judge`), or a draw by the fitted discriminator's density
+  ratio on the image each candidate would decode to now
+  (`discriminator_judge`). Only stochastic transitions (MaskGIT, VAR) have
+  candidates.
 - The lambda-blend (`blend_act_fn`, `FidelityTraining`): a second,
   fidelity-oriented policy trained on (1 - lam) r_adv + lam r_fid with the
   main policy frozen, executed as (1 - lam) a_main + lam a_fid.
@@ -79,6 +82,7 @@ DISCRIMINATOR_L2 = 1e-3
 DISCRIMINATOR_STEPS = 300
 DISCRIMINATOR_LR = 0.05
 BEST_OF_RULES = ('score', 'typical', 'discriminator')
+LOOKAHEAD_RULES = ('critic', 'discriminator')
 _TRAIN_HINT = ('train one with python -m adagen_jax.main --config=... '
                '--workdir=WORKDIR and pass --policy=WORKDIR/policy')
 
@@ -696,23 +700,54 @@ def check_stochastic(generator: base.Generator):
         '--lookahead, or use --best_of for this generator.')
 
 
-def lookahead_transition(generator: base.Generator, agent: policy_lib.Agent,
-                         agent_params, k: int,
+def critic_judge(agent: policy_lib.Agent, agent_params):
+  """The paper's lookahead judge: the candidate with the highest critic
+  value V(obs_{t+1}, t + 1) (ties: the lowest index)."""
+  def judge(params, states, obs, t, rng):
+    del params, states, rng
+    k, b = obs.shape[:2]
+    values = agent.value(agent_params,
+                         obs.reshape((k * b,) + obs.shape[2:]), t + 1)
+    return jnp.argmax(values.reshape(k, b), axis=0)
+  return judge
+
+
+def discriminator_judge(generator: base.Generator,
+                        backbones: Sequence[rewards_lib.Backbone],
+                        disc: dict[str, jax.Array]):
+  """A candidate drawn with probability ~ exp(logit) of the image it would
+  decode to now (`generator.decode`; MaskGIT: the tokens just sampled for
+  every position), by `fit_discriminator`'s logit: the discriminator rule
+  of best-of-N (sampling-importance-resampling) one step ahead instead of
+  at the end. The critic judge keeps the largest value, which moves FD-
+  reward policies' samples towards one mode (docs/RESULTS.md)."""
+  def judge(params, states, obs, t, rng):
+    del obs, t
+    logit = lambda state: discriminator_logits(
+        disc, feature_vector(backbones, generator.decode(params, state)))
+    logits = jax.lax.map(logit, states)  # [K, B]
+    # fold_in(rng, K): no candidate's key (`candidate_keys`).
+    return jax.random.categorical(
+        jax.random.fold_in(rng, logits.shape[0]), logits, axis=0)
+  return judge
+
+
+def lookahead_transition(generator: base.Generator, judge, k: int,
                          steps: Sequence[int] | None = None
                          ) -> rollout_lib.Transition:
-  """A rollout `transition` that keeps the best of K candidate next states.
+  """A rollout `transition` that keeps one of K candidate next states.
 
   At the steps in `steps` (default: all but the last, see
   `resolve_steps`), the executed action is applied K times with K keys
   (`candidate_keys`; a vmap over K, so one batched K x B generator call) and
-  each sample keeps the candidate with the highest critic value
-  V(obs_{t+1}, t + 1) (ties: the lowest index). Elsewhere it is the plain
+  `judge` picks each sample's candidate. Elsewhere it is the plain
   `generator.step` (a `lax.cond`: no K-fold work at other steps).
 
   Args:
     generator: a stochastic generator (`generator.stochastic`).
-    agent, agent_params: the critic `agent.value` is read from (an
-      exported policy's params['critic']).
+    judge: (gen_params, states stacked [K, ...], obs [K, B, N, C], t, rng)
+      -> int32 [B] candidate indices: `critic_judge` or
+      `discriminator_judge`.
     k: K >= 1 candidates.
     steps: the steps t in [0, T - 2] where lookahead applies.
 
@@ -735,9 +770,7 @@ def lookahead_transition(generator: base.Generator, agent: policy_lib.Agent,
       states, obs = jax.vmap(lambda key: generator.step(
           params, state, action, key))(candidate_keys(rng, k))
       b = obs.shape[1]
-      values = agent.value(agent_params,
-                           obs.reshape((k * b,) + obs.shape[2:]), t + 1)
-      best = jnp.argmax(values.reshape(k, b), axis=0)
+      best = judge(params, states, obs, t, rng)
       # Which axis of each state leaf is the batch: compare with the
       # (abstract) initial state at 2B.
       big = jax.eval_shape(
@@ -913,7 +946,9 @@ def refinement_cost(num_steps: int, *, best_of: int = 1, lookahead: int = 1,
       by N as well);
     generator_transitions: N (T + (K - 1) |S|);
     policy_forwards: N T, twice that with the blend (both actors);
-    critic_forwards: N K |S| (0 without lookahead);
+    critic_forwards: N K |S| (0 without lookahead): the lookahead judge's
+      evaluations (critic forwards, or decodes and backbone forwards for
+      the discriminator judge);
     discriminator_forwards: N g head forwards (the candidate's group), 0
       for N = 1; the frozen backbone runs N times (once per candidate,
       `score_samples`), plus the reference images once per batch. g = 1
@@ -941,7 +976,8 @@ class Refinement:
   weights do not recompile. Best-of-N keeps the largest reward score
   (`best_of_rule` 'score', `best_of_n`), the first non-outlier ('typical',
   `typical_of_n`) or a draw by the fitted density ratio ('discriminator',
-  `discriminator_of_n`).
+  `discriminator_of_n`); the lookahead's judge is the critic
+  (`lookahead_rule` 'critic') or that density ratio ('discriminator').
   """
   generator: Any
   agent: policy_lib.Agent | None = None        # None: hand-crafted schedule
@@ -954,6 +990,7 @@ class Refinement:
   backbone: rewards_lib.Backbone | None = None  # the 'typical' rule's space
   feature_index: int = -1
   backbones: tuple[rewards_lib.Backbone, ...] = ()  # 'discriminator''s
+  lookahead_rule: str = 'critic'
 
   def act_fn(self, variables) -> rollout_lib.ActFn | None:
     if self.agent is None:
@@ -970,9 +1007,13 @@ class Refinement:
     """The lookahead transition, or None (plain steps)."""
     if self.lookahead == 1:
       return None
-    # The main policy's critic judges the candidates, also under a blend.
-    return lookahead_transition(self.generator, self.agent,
-                                variables['policy'], self.lookahead,
+    if self.lookahead_rule == 'discriminator':
+      judge = discriminator_judge(self.generator, self.backbones,
+                                  variables['discriminator'])
+    else:
+      # The main policy's critic judges the candidates, also under a blend.
+      judge = critic_judge(self.agent, variables['policy'])
+    return lookahead_transition(self.generator, judge, self.lookahead,
                                 self.steps)
 
   def sample(self, variables, gen_params, labels: jax.Array, rng: jax.Array
@@ -1014,7 +1055,11 @@ class Refinement:
     """One line: the refinements and their cost per final sample."""
     c = self.cost()
     parts = [f'{c["generator_ratio"]:.2f}x generator transitions']
-    if self.lookahead > 1:
+    if self.lookahead > 1 and self.lookahead_rule == 'discriminator':
+      parts.append(f'{c["critic_forwards"]:.0f} decodes and '
+                   f'{c["critic_forwards"] * len(self.backbones):.0f} '
+                   'reward-backbone forwards (lookahead)')
+    elif self.lookahead > 1:
       parts.append(f'{c["critic_forwards"]:.0f} critic forwards')
     if self.best_of > 1:
       # The discriminator rule runs every backbone on every candidate.
@@ -1025,8 +1070,9 @@ class Refinement:
     if self.fid_agent is not None:
       parts.append('2 policy forwards per step')
     rule = f' ({self.best_of_rule})' if self.best_of > 1 else ''
+    judge = f' ({self.lookahead_rule})' if self.lookahead > 1 else ''
     return (f'refinement best_of={self.best_of}{rule} '
-            f'lookahead={self.lookahead}'
+            f'lookahead={self.lookahead}{judge}'
             f' steps={list(self.steps) if self.lookahead > 1 else []}'
             f' blend={self.fid_agent is not None}: ' + ', '.join(parts) +
             ' per sample')
@@ -1042,7 +1088,8 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
                     typical_percentile: float = 25.0,
                     reals: np.ndarray | None = None,
                     gen_params=None,
-                    pilot: int = DISCRIMINATOR_PILOT
+                    pilot: int = DISCRIMINATOR_PILOT,
+                    lookahead_rule: str = 'critic'
                     ) -> tuple[Refinement, dict]:
   """The library form of sample.py's refinement flags.
 
@@ -1067,9 +1114,13 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
     reals: the 'typical' and 'discriminator' rules' real images, float32
       [R, H, W, C] (default: TYPICAL_REALS Fashion-MNIST training images for
       a 28x28x1 generator).
-    gen_params: the generator's parameters; the 'discriminator' rule samples
-      its pilot set with them.
-    pilot: how many policy samples the 'discriminator' rule is fitted on.
+    gen_params: the generator's parameters; the 'discriminator' rules
+      sample their pilot set with them.
+    pilot: how many policy samples the 'discriminator' rules are fitted on.
+    lookahead_rule: the lookahead's judge: 'critic' (the largest value of
+      the export's critic) or 'discriminator' (a draw by the density ratio
+      of best_of_rule 'discriminator', fitted on the policy's samples
+      without lookahead, on the image each candidate decodes to).
 
   Returns:
     (Refinement, variables) for `Refinement.sample`.
@@ -1122,6 +1173,16 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
   if best_of_rule not in BEST_OF_RULES:
     raise errors.UserError(f'--best_of_rule={best_of_rule!r}: use one of '
                            f'{", ".join(BEST_OF_RULES)}.')
+  if lookahead_rule not in LOOKAHEAD_RULES:
+    raise errors.UserError(f'--lookahead_rule={lookahead_rule!r}: use one of '
+                           f'{", ".join(LOOKAHEAD_RULES)}.')
+  if lookahead == 1:
+    lookahead_rule = 'critic'  # no lookahead: nothing to judge
+  if best_of > 1 and best_of_rule == 'typical' and (
+      lookahead_rule == 'discriminator'):
+    raise errors.UserError('--lookahead_rule=discriminator goes with '
+                           '--best_of_rule=discriminator or score, not '
+                           'typical.')
   if best_of > 1 and best_of_rule == 'typical':
     import ml_collections  # pylint: disable=g-import-not-at-top
     if backbone is None:
@@ -1130,26 +1191,35 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
           card['reward']))
     variables['typical'] = fit_typicality(
         backbone, -1,
-        _typical_reals(generator, best_of_rule) if reals is None else reals,
-        typical_percentile)
+        _typical_reals(generator, '--best_of_rule=typical') if reals is None
+        else reals, typical_percentile)
     return Refinement(generator, agent=agent, fid_agent=fid_agent,
                       lookahead=lookahead, steps=steps, best_of=best_of,
                       best_of_rule='typical', backbone=backbone,
                       feature_index=-1), variables
-  if best_of > 1 and best_of_rule == 'discriminator':
+  backbones = ()
+  if (best_of > 1 and best_of_rule == 'discriminator' or
+      lookahead_rule == 'discriminator'):
     if gen_params is None:
-      raise ValueError("best_of_rule='discriminator' needs gen_params.")
+      raise ValueError("the 'discriminator' rules need gen_params.")
     backbones = _discriminator_backbones(generator, card, backbone)
-    plain = Refinement(generator, agent=agent, fid_agent=fid_agent,
-                       lookahead=lookahead, steps=steps)
+    # The pilot samples what is refined: the policy, with the critic's
+    # lookahead if asked (a discriminator judge cannot judge its own pilot).
+    plain = (Refinement(generator, agent=agent, fid_agent=fid_agent)
+             if lookahead_rule == 'discriminator' else
+             Refinement(generator, agent=agent, fid_agent=fid_agent,
+                        lookahead=lookahead, steps=steps))
     variables['discriminator'] = pilot_discriminator(
         plain, variables, gen_params, backbones,
-        _typical_reals(generator, best_of_rule) if reals is None else reals,
-        pilot)
+        _typical_reals(generator, '--lookahead_rule=discriminator'
+                       if lookahead_rule == 'discriminator' else
+                       '--best_of_rule=discriminator')
+        if reals is None else reals, pilot)
+  if best_of > 1 and best_of_rule == 'discriminator':
     return Refinement(generator, agent=agent, fid_agent=fid_agent,
                       lookahead=lookahead, steps=steps, best_of=best_of,
-                      best_of_rule='discriminator',
-                      backbones=backbones), variables
+                      best_of_rule='discriminator', backbones=backbones,
+                      lookahead_rule=lookahead_rule), variables
   if best_of > 1:
     import ml_collections  # pylint: disable=g-import-not-at-top
     reward_config = ml_collections.ConfigDict(card['reward'])
@@ -1165,7 +1235,8 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
                                                    reward_model)
   return Refinement(generator, agent=agent, fid_agent=fid_agent,
                     lookahead=lookahead, steps=steps, best_of=best_of,
-                    reward_model=reward_model), variables
+                    reward_model=reward_model, backbones=backbones,
+                    lookahead_rule=lookahead_rule), variables
 
 
 def pilot_discriminator(plain: Refinement, variables: dict, gen_params,
@@ -1201,12 +1272,13 @@ def _discriminator_backbones(generator, card, backbone
   return (train.make_backbone(ml_collections.ConfigDict(card['reward'])),)
 
 
-def _typical_reals(generator, rule: str) -> np.ndarray:
+def _typical_reals(generator, flag: str) -> np.ndarray:
   """The outlier and discriminator rules' default real images:
-  Fashion-MNIST training images for the project's 28x28x1 generators."""
+  Fashion-MNIST training images for the project's 28x28x1 generators;
+  `flag` names the rule in the error."""
   if tuple(generator.image_shape) != (28, 28, 1):
     raise errors.UserError(
-        f'--best_of_rule={rule} needs real images of the generator\'s '
+        f'{flag} needs real images of the generator\'s '
         'domain; only Fashion-MNIST (28x28x1) ships here. From Python, pass '
         'reals=[R, H, W, C] images to refine.load_refinement.')
   from adagen_jax.data import fashion_mnist  # pylint: disable=g-import-not-at-top
