@@ -39,6 +39,8 @@ _POLICY = flags.DEFINE_string('policy', None, 'Policy export folder.',
                               required=True)
 _STEPS = flags.DEFINE_integer('steps', 4, 'Generation steps T.')
 _KS = flags.DEFINE_list('ks', ['1', '2', '4'], 'Lookahead K values.')
+_AT = flags.DEFINE_list('lookahead_steps', None, 'Steps t of the lookahead '
+                        '(default: all but the last), as the sampler.')
 _RULES = flags.DEFINE_list('rules', ['discriminator'],
                            f'Judges, of {refine.LOOKAHEAD_RULES}.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Sampling seeds.')
@@ -54,10 +56,11 @@ _OUT = flags.DEFINE_string('out', None, 'Rows file (JSON lines); the plot '
 def main(argv):
   del argv
   ks = sorted({int(k) for k in _KS.value})
+  at = None if _AT.value is None else [int(t) for t in _AT.value]
   gen, gen_params = generators.build(
       shipped.fmnist_generator(_GENERATOR.value, _STEPS.value))
   refinement, variables = refine.load_refinement(
-      _POLICY.value, gen, lookahead=max(max(ks), 2),
+      _POLICY.value, gen, lookahead=max(max(ks), 2), lookahead_steps=at,
       lookahead_rule='discriminator', gen_params=gen_params,
       pilot=_PILOT.value)
   evaluator = evaluate.Evaluator.create('fmnist-test')
@@ -71,7 +74,8 @@ def main(argv):
       images, labels = sample.generate_with(
           gen, gen_params, _NUM.value, seed, batch=_BATCH.value,
           refinement=(refined, variables))
-      row = dict(rule=rule, lookahead=k, seed=seed, num=_NUM.value,
+      row = dict(rule=rule, lookahead=k, at=list(refinement.steps),
+                 seed=seed, num=_NUM.value,
                  steps=_STEPS.value, generator=_GENERATOR.value,
                  policy=_POLICY.value, **evaluator(images, labels))
       print(json.dumps(row), flush=True)
