@@ -720,7 +720,10 @@ def discriminator_judge(generator: base.Generator,
   every position), by `fit_discriminator`'s logit: the discriminator rule
   of best-of-N (sampling-importance-resampling) one step ahead instead of
   at the end. The critic judge keeps the largest value, which moves FD-
-  reward policies' samples towards one mode (docs/RESULTS.md)."""
+  reward policies' samples towards one mode (docs/RESULTS.md). It needs
+  states that decode to images like the final ones: MaskGIT's do, a VAR
+  state's coarse scales do not (measured: it helps the one, not the
+  other)."""
   def judge(params, states, obs, t, rng):
     del obs, t
     logit = lambda state: discriminator_logits(
