@@ -445,6 +445,12 @@ def discriminator_logits(disc: dict[str, jax.Array], feats: jax.Array
   return ((feats - disc['mu']) / disc['scale']) @ disc['w'] + disc['b']
 
 
+def image_logits(backbones: Sequence[rewards_lib.Backbone],
+                 disc: dict[str, jax.Array], images: jax.Array) -> jax.Array:
+  """float32 [B]: the logit of images [B, H, W, C] on `feature_vector`."""
+  return discriminator_logits(disc, feature_vector(backbones, images))
+
+
 def discriminator_candidates(generator: base.Generator, gen_params,
                              labels: jax.Array, rng: jax.Array,
                              act_fn: rollout_lib.ActFn | None,
@@ -461,7 +467,7 @@ def discriminator_candidates(generator: base.Generator, gen_params,
   """
   images = candidate_images(generator, gen_params, labels, rng, act_fn, n,
                             transition)
-  logit = lambda x: discriminator_logits(disc, feature_vector(backbones, x))
+  logit = lambda x: image_logits(backbones, disc, x)
   return images, jax.lax.map(logit, jnp.swapaxes(images, 0, 1)).T
 
 
@@ -726,9 +732,8 @@ def discriminator_judge(generator: base.Generator,
   other)."""
   def judge(params, states, obs, t, rng):
     del obs, t
-    logit = lambda state: discriminator_logits(
-        disc, feature_vector(backbones, generator.decode(params, state)))
-    logits = jax.lax.map(logit, states)  # [K, B]
+    logits = jax.lax.map(lambda state: image_logits(
+        backbones, disc, generator.decode(params, state)), states)  # [K, B]
     # fold_in(rng, K): no candidate's key (`candidate_keys`).
     return jax.random.categorical(
         jax.random.fold_in(rng, logits.shape[0]), logits, axis=0)
