@@ -128,6 +128,10 @@ declare -A FLAGS=(
   # A third of that anchor: 0.01 holds the drifting seed 2 but moves seed 0
   # off its good end (6.53 against 5.54 unanchored).
   [table_group_tuned_fidx3_b512_conf01_kl0003]="$conf01 --config.ppo.kl_coef=0.003"
+  # The same at 1024 trajectories per iteration: at T=4, doubling them
+  # (256 -> 512) lowered both the mean and the seed spread.
+  [table_group_tuned_fidx3_b1024_conf01_kl0003]="$conf01 --config.ppo.kl_coef=0.003
+    --config.ppo.trajectories=1024"
   # The last-block recipe (VAR's) with the same anchor.
   [table_group_tuned_kl001]="$from_tuned $kl001"
   [table_group_tuned_kl001_nonadaptive]="$from_tuned $kl001
@@ -189,6 +193,11 @@ declare -A FLAGS=(
   [table_group_tuned_disc4]=$disc4
   # The same anchored to the tuned start.
   [table_group_tuned_disc4_kl001]="$disc4 $kl001"
+  # The same on the joint (features, label) distribution
+  # (reward.label_scale, rewards.FDReward): the one-hot's length is 0.5x /
+  # 1x sqrt(trace) of the real features' covariance on that block (22.0).
+  [table_group_tuned_disc4_joint05]="$disc4 --config.reward.label_scale=11.0"
+  [table_group_tuned_disc4_joint1]="$disc4 --config.reward.label_scale=22.0"
   [table_group_tuned_resnet]="$from_tuned --config.reward.backbone=fmnist_resnet
     --config.reward.feature_index=-1"
   [adversarial]=$strong_d
@@ -227,6 +236,7 @@ declare -A NAMES=(
   [table_group_tuned_fidx3_b512_conf01_nonadaptive]='AdaGen non-adaptive, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
   [table_group_tuned_fidx3_b512_conf01_kl001]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration, KL 0.01 to the start'
   [table_group_tuned_fidx3_b512_conf01_kl0003]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration, KL 0.003 to the start'
+  [table_group_tuned_fidx3_b1024_conf01_kl0003]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 1024 trajectories per iteration, KL 0.003 to the start'
   [table_group_tuned_kl001]='AdaGen, FD reward, group baseline (G=4), table from the tuned schedule, KL 0.01 to the start'
   [table_group_tuned_kl001_nonadaptive]='AdaGen non-adaptive, FD reward, group baseline (G=4), table from the tuned schedule, KL 0.01 to the start'
   [table_group_tuned_fidx3_b512_conf02]='AdaGen, FD reward on DiscBackbone block 3 + 0.2 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
@@ -248,6 +258,8 @@ declare -A NAMES=(
   [table_resnet1]='AdaGen, FD reward on the supervised residual backbone (stage 1), step table'
   [table_group_tuned_disc4]='AdaGen, FD reward on DiscBackbone (last block), group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_disc4_kl001]='AdaGen, FD reward on DiscBackbone (last block), group baseline (G=4), table from the tuned schedule, KL 0.01 to the start'
+  [table_group_tuned_disc4_joint1]='AdaGen, FD reward on (DiscBackbone last block, label x 22), group baseline (G=4), table from the tuned schedule'
+  [table_group_tuned_disc4_joint05]='AdaGen, FD reward on (DiscBackbone last block, label x 11), group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_resnet]='AdaGen, FD reward on the supervised residual backbone (last stage), group baseline (G=4), table from the tuned schedule'
   [adversarial]='AdaGen, adversarial reward'
   [nonadaptive]='AdaGen non-adaptive, adversarial reward'

@@ -74,15 +74,22 @@ _CENTER = flags.DEFINE_enum(
     'center', 'heuristic', ['heuristic', 'tuned'], 'The schedule the '
     'exploration is centred on: the reference constants, or the shipped '
     'tuned ones (where a policy started at the tuned schedule explores).')
+_LABEL_SCALES = flags.DEFINE_list(
+    'label_scales', [], 'Also the FD on the joint (features, label) of '
+    'DiscBackbone sets 3 and 4 (reward.label_scale), for each of these '
+    'one-hot lengths relative to sqrt(trace) of the real features\' '
+    'covariance.')
 _OUT = flags.DEFINE_string('out', None, 'Output JSON.', required=True)
 
 
-def _fd_state(model, reals):
-  state = model.init(jax.random.key(0), jnp.asarray(reals[:256]), None)
+def _fd_state(model, reals, real_labels):
+  state = model.init(jax.random.key(0), jnp.asarray(reals[:256]),
+                     jnp.asarray(real_labels[:256]))
   update = jax.jit(model.update)
   for i in range(256, reals.shape[0], 256):
     chunk = jnp.asarray(reals[i:i + 256])
-    state, _ = update(state, chunk, None, chunk, None, jax.random.key(0))
+    y = jnp.asarray(real_labels[i:i + 256])
+    state, _ = update(state, chunk, y, chunk, y, jax.random.key(0))
   return state
 
 
@@ -167,6 +174,17 @@ def main(argv):
                                    jnp.zeros((1, 28, 28, 1))))
       extra.update({f'FD, {label} stage {k}': rewards_lib.FDReward(
           backbone, feature_index=k) for k in range(sets)})
+  for k in (3, -1) if _LABEL_SCALES.value else ():
+    marginal = rewards_lib.FDReward(disc_backbone, feature_index=k)
+    _, sigma = marginal.real_stats(_fd_state(marginal, reals, real_labels))
+    root_trace = float(jnp.sqrt(jnp.trace(sigma)))
+    for rel in map(float, _LABEL_SCALES.value):
+      print(f'DiscBackbone set {k}: sqrt(trace) {root_trace:.4f}, '
+            f'label_scale {rel:g}x = {rel * root_trace:.4f}')
+      extra[f'FD, DiscBackbone set {k} + labels x {rel:g}'] = (
+          rewards_lib.FDReward(disc_backbone, feature_index=k,
+                               label_scale=rel * root_trace,
+                               num_classes=gen.num_classes))
   models = {
       adv_name: rewards_lib.make_reward(adv_cfg, disc_backbone,
                                         gen.num_classes),
@@ -180,7 +198,7 @@ def main(argv):
   signals = {}
   for name, model in models.items():
     if isinstance(model, rewards_lib.FDReward):
-      state = _fd_state(model, reals)
+      state = _fd_state(model, reals, real_labels)
     elif model.adversarial:
       state = _trained_discriminator(model, adv_cfg, adv_iterations, explore,
                                      reals, real_labels, gen.num_classes)

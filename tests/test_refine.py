@@ -204,7 +204,7 @@ def test_per_sample_and_batch_rewards(backbone):
   ref = (jax.random.uniform(jax.random.key(2), (B, 8, 8, 1)), _labels())
   np.testing.assert_array_equal(
       refine.score_samples(fd, fd_state, images, _labels(), None, ref),
-      fd.gain_over(fd_state, images, ref[0]))
+      fd.gain_over(fd_state, images, _labels(), ref))
   assert refine.reference_size(fd) == refine.FD_REFERENCE_SIZE
   # The confidence bonus (standardised over the batch) depends on
   # batch-mates.

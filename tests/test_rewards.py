@@ -238,15 +238,49 @@ def test_fd_reward_is_leave_one_out_fd_gain(toy_setup):
   # Best-of-N's score: the gain of adding each image to a fixed reference
   # set, whatever the other images scored with it.
   ref = fake[:6]
-  got = np.asarray(jax.jit(model.gain_over)(state, fake[6:], ref))
+  got = np.asarray(jax.jit(model.gain_over)(state, fake[6:], labels[6:10],
+                                            (ref, labels[:6])))
   fr = f[:6]
   want = [fid.frechet_distance(*fid.feature_stats(fr), mu_r, sigma_r) -
           fid.frechet_distance(*fid.feature_stats(
               np.concatenate([fr, f[i:i + 1]])), mu_r, sigma_r)
           for i in range(6, 10)]
   np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * abs(full))
-  alone = np.asarray(jax.jit(model.gain_over)(state, fake[8:9], ref))
+  alone = np.asarray(jax.jit(model.gain_over)(state, fake[8:9], labels[8:9],
+                                              (ref, labels[:6])))
   np.testing.assert_allclose(alone, got[2:3], rtol=1e-5)
+
+
+def test_fd_reward_with_labels_compares_the_joint_distribution(toy_setup):
+  params, backbone = toy_setup
+  model = rewards.make_reward(ml_collections.ConfigDict(
+      {'name': 'fd', 'label_scale': 2.0}), backbone, 10)
+  real, labels = _real(params, 64, 2)
+  state = model.init(jax.random.key(0), real, labels)
+  joint = lambda im, y: np.concatenate(
+      [np.asarray(backbone.features(backbone.variables, im)[-1]).mean(1),
+       2.0 * np.eye(10)[np.asarray(y)]], axis=1)
+  mu_r, sigma_r = fid.feature_stats(joint(real, labels))
+  got_mu, got_sigma = model.real_stats(state)
+  np.testing.assert_allclose(got_mu, mu_r, atol=1e-5)
+  np.testing.assert_allclose(got_sigma, sigma_r, atol=1e-5)
+
+  fake, fake_labels = _real(params, 10, 4)
+  got = np.asarray(jax.jit(model.reward)(state, fake, fake_labels,
+                                         jax.random.key(0)))
+  f = joint(fake, fake_labels)
+  full = fid.frechet_distance(*fid.feature_stats(f), mu_r, sigma_r)
+  want = [fid.frechet_distance(*fid.feature_stats(np.delete(f, i, 0)), mu_r,
+                               sigma_r) - full for i in range(10)]
+  np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * abs(full))
+  # The label is part of the sample: the same images under other labels
+  # score otherwise, where the marginal FD ignores labels.
+  other = np.asarray(model.reward(state, fake, (fake_labels + 3) % 10,
+                                  jax.random.key(0)))
+  assert np.abs(other - got).max() > 1e-3 * np.abs(got).max()
+  with pytest.raises(errors.UserError, match='label_scale'):
+    rewards.make_reward(ml_collections.ConfigDict(
+        {'name': 'fd', 'label_scale': -1.0}), backbone, 10)
 
 
 def test_static_reward_is_classifier_confidence(toy_setup):

@@ -125,6 +125,12 @@ def adagen_config(generator: ml_collections.ConfigDict,
       # middle block keeps more of the texture and shape that FD measures
       # (docs/experiments/flow_T4_reward_backbones.md).
       feature_index=-1,
+      # FD reward: > 0 compares the joint distribution of (features, class
+      # label), each sample's one-hot label scaled by label_scale appended
+      # to its features, so a sample drawn towards another class's features
+      # is penalised. In feature units: ~0.5-1x sqrt(trace) of the real
+      # features' covariance (DiscBackbone's last block: 22). 0 = marginal.
+      label_scale=0.0,
       # adversarial / fd: plus static_weight x the reward backbone's
       # confidence in the target class, each standardised over the batch
       # (rewards.ConfidenceBonus; the paper adds an image-quality score to

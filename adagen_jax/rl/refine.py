@@ -171,7 +171,7 @@ def score_samples(reward_model, reward_state, images: jax.Array,
     if reference is None:
       raise ValueError('the FD score needs reference images '
                        '(reference_samples).')
-    return reward_model.gain_over(reward_state, images, reference[0])
+    return reward_model.gain_over(reward_state, images, labels, reference)
   g = reward_model.disc.virtual_bs
   if reference is None or reference[0].shape[0] != g - 1:
     raise ValueError(f'the adversarial score needs {g - 1} reference images '

@@ -455,21 +455,45 @@ class FDReward:
   PPO normalises returns, so the 1/B scale of r_i does not matter. Like the
   discriminator's BatchNormLocal, a sample's reward depends on its
   batch-mates; batch sizes >= 3.
+
+  label_scale > 0 compares the joint distribution of (features, label):
+  each feature vector gets `label_scale` x its label's one-hot appended
+  (the real images' labels, the fakes' conditioning labels). The
+  features' covariance with the one-hot columns is then each class's mean
+  feature, so a sample that drifts towards another class's features moves
+  the batch away from the reals even when the marginal FD would not see
+  it. The one-hot's length is in feature units: ~sqrt(trace) of the real
+  features' covariance weighs the label block like the features.
   """
   backbone: Backbone
   feature_index: int = -1
   group_size: int = 1  # leave_one_out_fd_gain's G
+  label_scale: float = 0.0
+  num_classes: int = 0  # needed with label_scale > 0
   adversarial: bool = False
 
-  def pooled(self, frozen, images: jax.Array) -> jax.Array:
-    """float32 [B, D] mean-pooled tokens of the chosen feature set."""
-    return jnp.mean(self.backbone.features(frozen, images)[self.feature_index],
-                    axis=1)
+  def __post_init__(self):
+    if self.label_scale < 0 or (self.label_scale and self.num_classes < 2):
+      raise errors.UserError(
+          f'config.reward.label_scale={self.label_scale} needs a value >= 0 '
+          'and a class-conditional generator (0 = the marginal FD).')
+
+  def pooled(self, frozen, images: jax.Array,
+             labels: jax.Array | None = None) -> jax.Array:
+    """float32 [B, D] mean-pooled tokens of the chosen feature set; with
+    label_scale > 0, [B, D + num_classes] with the scaled one-hot labels."""
+    f = jnp.mean(self.backbone.features(frozen, images)[self.feature_index],
+                 axis=1)
+    if not self.label_scale:
+      return f
+    return jnp.concatenate(
+        [f, self.label_scale * jax.nn.one_hot(labels, self.num_classes,
+                                              dtype=f.dtype)], axis=1)
 
   def init(self, rng: jax.Array, sample_images: jax.Array,
            sample_labels: jax.Array) -> FDState:
-    del rng, sample_labels
-    f = self.pooled(self.backbone.variables, sample_images)
+    del rng
+    f = self.pooled(self.backbone.variables, sample_images, sample_labels)
     shift = jnp.mean(f, axis=0)
     z = f - shift
     return FDState(frozen=self.backbone.variables, shift=shift,
@@ -485,25 +509,25 @@ class FDReward:
 
   def reward(self, state: FDState, images: jax.Array, labels: jax.Array,
              rng: jax.Array) -> jax.Array:
-    del labels, rng
+    del rng
     mu_r, sigma_r = self.real_stats(state)
-    return leave_one_out_fd_gain(self.pooled(state.frozen, images), mu_r,
-                                 sigma_r, self.group_size)
+    return leave_one_out_fd_gain(self.pooled(state.frozen, images, labels),
+                                 mu_r, sigma_r, self.group_size)
 
-  def gain_over(self, state: FDState, images: jax.Array,
-                reference_images: jax.Array) -> jax.Array:
-    """float32 [M]: each image's FD gain over a fixed reference set of
-    images (`fd_gain_over_reference`): the reward of training, as a
-    function of the image alone."""
+  def gain_over(self, state: FDState, images: jax.Array, labels: jax.Array,
+                reference: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """float32 [M]: each image's FD gain over a fixed reference set
+    (images, labels) (`fd_gain_over_reference`): the reward of training,
+    as a function of the image alone."""
     mu_r, sigma_r = self.real_stats(state)
     return fd_gain_over_reference(
-        self.pooled(state.frozen, images),
-        self.pooled(state.frozen, reference_images), mu_r, sigma_r)
+        self.pooled(state.frozen, images, labels),
+        self.pooled(state.frozen, *reference), mu_r, sigma_r)
 
   def update(self, state: FDState, real_images, real_labels, fake_images,
              fake_labels, rng) -> tuple[FDState, dict[str, jax.Array]]:
-    del real_labels, fake_images, fake_labels, rng
-    z = self.pooled(state.frozen, real_images) - state.shift
+    del fake_images, fake_labels, rng
+    z = self.pooled(state.frozen, real_images, real_labels) - state.shift
     state = state.replace(count=state.count + z.shape[0],
                           sum_z=state.sum_z + jnp.sum(z, axis=0),
                           outer_z=state.outer_z + z.T @ z)
@@ -648,7 +672,9 @@ def _base_reward(name: str, reward_config, backbone: Backbone,
   get = reward_config.get
   if name == 'fd':
     return FDReward(backbone, feature_index=int(get('feature_index', -1)),
-                    group_size=group_size)
+                    group_size=group_size,
+                    label_scale=float(get('label_scale', 0.0)),
+                    num_classes=num_classes)
   if name != 'adversarial':
     raise errors.UserError(f'config.reward.name={name!r}; use one of '
                            f'{", ".join(REWARDS)}.')
