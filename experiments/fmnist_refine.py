@@ -188,9 +188,9 @@ def run_lam(policy: str, fidelity: str, steps: int, lams: list[float],
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _pooled(reward_model, reward_state, images):
+def _pooled(reward_model, reward_state, images, labels):
   """float32 [M, D]: the FD reward's pooled features (never FeatureNet)."""
-  return reward_model.pooled(reward_state.frozen, images)
+  return reward_model.pooled(reward_state.frozen, images, labels)
 
 
 def run_scores(policy: str, steps: int, max_n: int, seeds: list[int],
@@ -221,8 +221,10 @@ def run_scores(policy: str, steps: int, max_n: int, seeds: list[int],
     images, gain, labels = scored_candidates(
         refinement, variables, gen_params, num, seed, max_n, batch)
     flat = images.reshape((-1,) + images.shape[2:])
+    flat_labels = np.repeat(labels, max_n)  # each label's n candidates
     feats = np.concatenate([
-        np.asarray(_pooled(model, state, flat[i:i + batch * max_n]))
+        np.asarray(_pooled(model, state, flat[i:i + batch * max_n],
+                           flat_labels[i:i + batch * max_n]))
         for i in range(0, flat.shape[0], batch * max_n)])
     density = np.asarray(refine.typicality(feats, *real)).reshape(gain.shape)
     feats = feats.reshape(gain.shape + feats.shape[1:])
