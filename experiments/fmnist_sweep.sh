@@ -132,6 +132,9 @@ declare -A FLAGS=(
   # (256 -> 512) lowered both the mean and the seed spread.
   [table_group_tuned_fidx3_b1024_conf01_kl0003]="$conf01 --config.ppo.kl_coef=0.003
     --config.ppo.trajectories=1024"
+  [table_group_tuned_fidx3_b1024_conf01_kl0003_nonadaptive]="$conf01
+    --config.ppo.kl_coef=0.003 --config.ppo.trajectories=1024
+    --config.policy.kind=nonadaptive"
   # The last-block recipe (VAR's) with the same anchor.
   [table_group_tuned_kl001]="$from_tuned $kl001"
   [table_group_tuned_kl001_nonadaptive]="$from_tuned $kl001
@@ -237,6 +240,7 @@ declare -A NAMES=(
   [table_group_tuned_fidx3_b512_conf01_kl001]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration, KL 0.01 to the start'
   [table_group_tuned_fidx3_b512_conf01_kl0003]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration, KL 0.003 to the start'
   [table_group_tuned_fidx3_b1024_conf01_kl0003]='AdaGen, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 1024 trajectories per iteration, KL 0.003 to the start'
+  [table_group_tuned_fidx3_b1024_conf01_kl0003_nonadaptive]='AdaGen non-adaptive, FD reward on DiscBackbone block 3 + 0.1 x class confidence, group baseline (G=4), table from the tuned schedule, 1024 trajectories per iteration, KL 0.003 to the start'
   [table_group_tuned_kl001]='AdaGen, FD reward, group baseline (G=4), table from the tuned schedule, KL 0.01 to the start'
   [table_group_tuned_kl001_nonadaptive]='AdaGen non-adaptive, FD reward, group baseline (G=4), table from the tuned schedule, KL 0.01 to the start'
   [table_group_tuned_fidx3_b512_conf02]='AdaGen, FD reward on DiscBackbone block 3 + 0.2 x class confidence, group baseline (G=4), table from the tuned schedule, 512 trajectories per iteration'
