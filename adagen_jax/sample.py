@@ -24,9 +24,14 @@ recompiles); batch i draws from fold_in(key(seed), i).
 
 Inference-time refinement (adagen_jax.rl.refine; each needs an exported
 --policy, never 'heuristic'):
-  --best_of=N        N candidates per sample, the best kept by the export's
-                     reward (its reward/ state: a discriminator, or the FD
-                     gain over fixed reference samples);
+  --best_of=N        N candidates per sample, one kept by --best_of_rule:
+                     by default (auto) the export's adversarial
+                     discriminator where it has one, else the fitted
+                     discriminator below;
+    --best_of_rule=score
+                     the largest score of the export's reward (its reward/
+                     state: a discriminator, or the FD gain over fixed
+                     reference samples, which makes FD worse with N);
     --best_of_rule=typical [--typical_percentile=25]
                      instead keeps the first candidate that is not an
                      outlier: its log-density in the reward backbone's last
@@ -99,14 +104,15 @@ def _define_flags():
   flags.DEFINE_integer('batch', 500, 'Samples per rollout call.')
   flags.DEFINE_integer('best_of', 1, "N candidates per sample; the export's "
                        'reward (discriminator or FD gain) keeps one.')
-  flags.DEFINE_enum('best_of_rule', 'score',
-                    ['score', 'typical', 'discriminator'],
+  flags.DEFINE_enum('best_of_rule', 'auto',
+                    ['auto', 'score', 'typical', 'discriminator'],
                     "Which candidate --best_of keeps: 'score', the largest "
                     "reward score; 'typical', the first that is not an "
                     "outlier of real images in the reward backbone's "
                     "features; 'discriminator', a draw by a real/policy "
                     'density ratio fitted on a pilot set of the policy '
-                    '(the last two: any policy).')
+                    "(the last two: any policy); 'auto', score for a policy "
+                    'trained on the adversarial reward, else discriminator.')
   flags.DEFINE_float('typical_percentile', 25.0, "--best_of_rule=typical's "
                      "threshold: this percentile of real images' "
                      'log-densities.')

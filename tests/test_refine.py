@@ -686,9 +686,12 @@ def test_load_refinement(gen, backbone, exported, adv, tmp_path):
   _, variables = refine.load_refinement(str(main), g, lam=0.5)
   assert sorted(variables) == ['fidelity', 'lam', 'policy']
   # Best-of-N from the export's discriminator (lookahead and the blend run
-  # in test_cli_flags).
+  # in test_cli_flags), also the CLI's default rule for an adversarial
+  # reward.
   refinement, variables = refine.load_refinement(exported, g, best_of=2,
-                                                 backbone=backbone)
+                                                 backbone=backbone,
+                                                 best_of_rule='auto')
+  assert refinement.best_of_rule == 'score'
   images, scores = jax.jit(refinement.sample)(variables, gp, _labels(),
                                               jax.random.key(0))
   assert images.shape == (B, 8, 8, 1) and scores.shape == (B,)

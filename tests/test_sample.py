@@ -123,10 +123,12 @@ def test_shipped_policy_loads_for_its_step_count_only(tmp_path):
   assert variables['typical']['prec'].shape == (
       variables['typical']['mu'].shape * 2)
   # So does the fitted discriminator, on every feature set of both shipped
-  # reward backbones (DiscBackbone and ContrastNet).
+  # reward backbones (DiscBackbone and ContrastNet): the CLI's default rule
+  # ('auto') for a policy without an adversarial reward.
   refinement, variables = refine.load_refinement(
-      'adagen', gen, best_of=2, best_of_rule='discriminator',
+      'adagen', gen, best_of=2, best_of_rule='auto',
       gen_params=params_of_gen, pilot=64, reals=reals)
+  assert refinement.best_of_rule == 'discriminator'
   assert len(refinement.backbones) == 2
   feats = refine.feature_vector(refinement.backbones,
                                 jnp.zeros((1, 28, 28, 1)))

@@ -81,7 +81,12 @@ DISCRIMINATOR_SEED = 99
 DISCRIMINATOR_L2 = 1e-3
 DISCRIMINATOR_STEPS = 300
 DISCRIMINATOR_LR = 0.05
-BEST_OF_RULES = ('score', 'typical', 'discriminator')
+# 'auto' (the CLI's default): the reward's own score where the reward is a
+# discriminator of single samples (adversarial, the paper's best-of-N), the
+# fitted discriminator otherwise: an FD reward's per-sample gain makes FD
+# worse with N, the fitted discriminator lowers it on every policy measured
+# (docs/RESULTS.md, "Refinement").
+BEST_OF_RULES = ('auto', 'score', 'typical', 'discriminator')
 LOOKAHEAD_RULES = ('critic', 'discriminator')
 _TRAIN_HINT = ('train one with python -m adagen_jax.main --config=... '
                '--workdir=WORKDIR and pass --policy=WORKDIR/policy')
@@ -1086,6 +1091,12 @@ class Refinement:
             ' per sample')
 
 
+def auto_best_of_rule(card: dict) -> str:
+  """best_of_rule 'auto' for a policy export's card (BEST_OF_RULES)."""
+  return ('score' if card['reward'].get('name') == 'adversarial' else
+          'discriminator')
+
+
 def load_refinement(policy: str, generator, *, best_of: int = 1,
                     lookahead: int = 1,
                     lookahead_steps: Sequence[int] | None = None,
@@ -1116,8 +1127,9 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
       train.make_reward_model); tests pass a small one.
     best_of_rule: 'score' (the largest reward score; needs a per-sample
       reward), 'typical' (outlier rejection in the reward backbone's last
-      feature set; any policy) or 'discriminator' (a draw by a density
-      ratio fitted on the policy's samples; any policy).
+      feature set; any policy), 'discriminator' (a draw by a density
+      ratio fitted on the policy's samples; any policy) or 'auto' (score
+      for an adversarial reward, else discriminator).
     typical_percentile: the 'typical' rule's threshold percentile.
     reals: the 'typical' and 'discriminator' rules' real images, float32
       [R, H, W, C] (default: TYPICAL_REALS Fashion-MNIST training images for
@@ -1184,6 +1196,8 @@ def load_refinement(policy: str, generator, *, best_of: int = 1,
   if lookahead_rule not in LOOKAHEAD_RULES:
     raise errors.UserError(f'--lookahead_rule={lookahead_rule!r}: use one of '
                            f'{", ".join(LOOKAHEAD_RULES)}.')
+  if best_of_rule == 'auto':
+    best_of_rule = auto_best_of_rule(card)
   if lookahead == 1:
     lookahead_rule = 'critic'  # no lookahead: nothing to judge
   if best_of > 1 and best_of_rule == 'typical' and (
