@@ -201,6 +201,9 @@ declare -A FLAGS=(
   # 1x sqrt(trace) of the real features' covariance on that block (22.0).
   [table_group_tuned_disc4_joint05]="$disc4 --config.reward.label_scale=11.0"
   [table_group_tuned_disc4_joint1]="$disc4 --config.reward.label_scale=22.0"
+  # 4x the trajectories per iteration: on the MaskGIT each doubling lowered
+  # the mean and the seed spread; does the DiT's guidance drift go with it?
+  [table_group_tuned_disc4_b1024]="$disc4 --config.ppo.trajectories=1024"
   [table_group_tuned_resnet]="$from_tuned --config.reward.backbone=fmnist_resnet
     --config.reward.feature_index=-1"
   [adversarial]=$strong_d
@@ -264,6 +267,7 @@ declare -A NAMES=(
   [table_group_tuned_disc4_kl001]='AdaGen, FD reward on DiscBackbone (last block), group baseline (G=4), table from the tuned schedule, KL 0.01 to the start'
   [table_group_tuned_disc4_joint05]='AdaGen, FD reward on (DiscBackbone last block, label x 11), group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_disc4_joint1]='AdaGen, FD reward on (DiscBackbone last block, label x 22), group baseline (G=4), table from the tuned schedule'
+  [table_group_tuned_disc4_b1024]='AdaGen, FD reward on DiscBackbone (last block), group baseline (G=4), table from the tuned schedule, 1024 trajectories per iteration'
   [table_group_tuned_resnet]='AdaGen, FD reward on the supervised residual backbone (last stage), group baseline (G=4), table from the tuned schedule'
   [adversarial]='AdaGen, adversarial reward'
   [nonadaptive]='AdaGen non-adaptive, adversarial reward'
