@@ -34,17 +34,16 @@ training each on one core. At T=8 that recipe loses to the tuned 6.27
 (6.90 +- 0.75); with a tenth of DiscBackbone's class confidence added
 (--config.reward.static_weight=0.1 --config.reward.static_backbone=fmnist,
 the sweep's table_group_tuned_fidx3_b512_conf01) it is 6.16 +- 0.64
-(5.54, 5.90, 7.03), ~45 min
-of training each on one core. Its non-adaptive ablation
-(--config.policy.kind=nonadaptive) scores 5.97 +- 0.37 (5.46, 6.15, 6.32;
-seed 0 is the shipped T=8 --policy=nonadaptive); anchored to its starting
-policy by a KL penalty (--config.ppo.kl_coef=0.003, the sweep's
+(5.54, 5.90, 7.03), ~45 min of training each on one core. Its
+non-adaptive ablation (--config.policy.kind=nonadaptive) scores 5.97 +-
+0.37 (5.46, 6.15, 6.32); anchored to its starting policy by a KL penalty (--config.ppo.kl_coef=0.003, the sweep's
 table_group_tuned_fidx3_b512_conf01_kl0003) the adaptive one scores 6.03
 +- 0.31 (5.70, 6.44, 5.94). The best T=8 recipe is that one with 1024
 trajectories per iteration (--config.ppo.trajectories=1024, the sweep's
 table_group_tuned_fidx3_b1024_conf01_kl0003): 5.57 +- 0.19 (5.45, 5.43,
 5.83), 11.2% below tuned, ~80 min of training each on one core; seed 0 is
-the shipped T=8 --policy=adagen.
+the shipped T=8 --policy=adagen, and its non-adaptive ablation's seed 0
+(5.73) the shipped T=8 --policy=nonadaptive.
 """
 
 from adagen_jax.configs import experiment
