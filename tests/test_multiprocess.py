@@ -113,7 +113,10 @@ def wait_for(path, procs, timeout=300):
   """Polls until `path` exists while every process still runs."""
   deadline = time.time() + timeout
   while not os.path.exists(path):
-    assert all(p.poll() is None for p in procs), 'a process ended early'
+    for i, p in enumerate(procs):
+      if p.poll() is not None:  # say why: its output is the only trace
+        raise AssertionError(f'process {i} ended early (rc {p.returncode}):'
+                             f'\n{p.communicate()[0][-3000:]}')
     assert time.time() < deadline, f'{path} never appeared'
     time.sleep(0.05)
 
