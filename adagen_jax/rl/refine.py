@@ -1092,9 +1092,12 @@ class Refinement:
 
 
 def auto_best_of_rule(card: dict) -> str:
-  """best_of_rule 'auto' for a policy export's card (BEST_OF_RULES)."""
-  return ('score' if card['reward'].get('name') == 'adversarial' else
-          'discriminator')
+  """best_of_rule 'auto' for a policy export's card (BEST_OF_RULES): score
+  only where the score is per-sample, an adversarial reward without the
+  batch-standardised confidence bonus (which 'score' refuses)."""
+  reward = card['reward']
+  return ('score' if reward.get('name') == 'adversarial' and
+          not reward.get('static_weight') else 'discriminator')
 
 
 def load_refinement(policy: str, generator, *, best_of: int = 1,
