@@ -148,9 +148,9 @@ class Trainer:
     obs_dtype = jnp.dtype(cfg.ppo.obs_dtype)
     group = self.group_size
 
-    # A confidence bonus logs its two terms' means: its standardised sum
-    # has mean 0.
-    has_parts = isinstance(self.reward_model, rewards_lib.ConfidenceBonus)
+    # A sum of standardised terms (ConfidenceBonus, FDEnsemble) logs each
+    # term's mean: the sum's is 0.
+    has_parts = hasattr(self.reward_model, 'parts')
 
     def collect(gen_params, agent_params, reward_state, rng, sigma):
       """One exploring rollout batch, its terminal rewards and the batch
@@ -560,7 +560,27 @@ def make_reward_model(reward_config, num_classes: int,
   return rewards_lib.make_reward(
       reward_config, make_backbone(reward_config), num_classes, group_size,
       make_backbone(ml_collections.ConfigDict({'backbone': static}))
-      if static else None)
+      if static else None, _ensemble(reward_config.get('ensemble', '')))
+
+
+def _ensemble(spec: str) -> tuple:
+  """config.reward.ensemble 'backbone:feature_index,...' as
+  ((Backbone, feature_index), ...)."""
+  members = []
+  for item in filter(None, spec.split(',')):
+    name, _, index = item.strip().partition(':')
+    try:
+      index = int(index or -1)
+    except ValueError:
+      raise errors.UserError(
+          f'config.reward.ensemble={spec!r}: {item!r} is not '
+          'backbone[:feature_index]; pass e.g. fmnist_resnet:-1.') from None
+    try:
+      backbone = make_backbone(ml_collections.ConfigDict({'backbone': name}))
+    except errors.UserError as e:
+      raise errors.UserError(f'config.reward.ensemble={spec!r}: {e}') from None
+    members.append((backbone, index))
+  return tuple(members)
 
 
 def concat_trajectories(trajs) -> rollout_lib.Trajectory:

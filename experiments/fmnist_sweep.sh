@@ -204,6 +204,10 @@ declare -A FLAGS=(
   # 4x the trajectories per iteration: on the MaskGIT each doubling lowered
   # the mean and the seed spread; does the DiT's guidance drift go with it?
   [table_group_tuned_disc4_b1024]="$disc4 --config.ppo.trajectories=1024"
+  # The mean of the standardised FD gains on DiscBackbone's last block and
+  # on the supervised ResNet's last stage (rewards.FDEnsemble): the two
+  # rewards most aligned with the evaluation network around the tuned DiT.
+  [table_group_tuned_disc4_resnet]="$disc4 --config.reward.ensemble=fmnist_resnet:-1"
   [table_group_tuned_resnet]="$from_tuned --config.reward.backbone=fmnist_resnet
     --config.reward.feature_index=-1"
   [adversarial]=$strong_d
@@ -268,6 +272,7 @@ declare -A NAMES=(
   [table_group_tuned_disc4_joint05]='AdaGen, FD reward on (DiscBackbone last block, label x 11), group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_disc4_joint1]='AdaGen, FD reward on (DiscBackbone last block, label x 22), group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_disc4_b1024]='AdaGen, FD reward on DiscBackbone (last block), group baseline (G=4), table from the tuned schedule, 1024 trajectories per iteration'
+  [table_group_tuned_disc4_resnet]='AdaGen, FD rewards on DiscBackbone (last block) and the supervised residual backbone (last stage), averaged standardised, group baseline (G=4), table from the tuned schedule'
   [table_group_tuned_resnet]='AdaGen, FD reward on the supervised residual backbone (last stage), group baseline (G=4), table from the tuned schedule'
   [adversarial]='AdaGen, adversarial reward'
   [nonadaptive]='AdaGen non-adaptive, adversarial reward'

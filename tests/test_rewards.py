@@ -353,6 +353,42 @@ def test_confidence_bonus_adds_standardised_confidence(toy_setup):
       rtol=1e-4, atol=1e-4)
 
 
+def test_fd_ensemble_averages_standardised_fd_gains(toy_setup):
+  params, backbone = toy_setup
+  config = ml_collections.ConfigDict({'name': 'fd'})
+  model = rewards.make_reward(config, backbone, 10,
+                              ensemble=((backbone, 0),))
+  assert isinstance(model, rewards.FDEnsemble) and not model.adversarial
+  real, labels = _real(params, 64, 9)
+  state = model.init(jax.random.key(0), real, labels)
+  more, more_labels = _real(params, 32, 10)
+  state, _ = jax.jit(model.update)(state, more, more_labels, more,
+                                   more_labels, jax.random.key(0))
+  fakes = 0.5 * _real(params, 12, 11)[0] + 0.5 * jax.random.uniform(
+      jax.random.key(3), (12, 8, 8, 1))
+  rng = jax.random.key(1)
+  got = np.asarray(jax.jit(model.reward)(state, fakes, labels[:12], rng))
+  # Each member is the FD reward on its own feature set, fed the same reals.
+  want = []
+  for index in (-1, 0):
+    member = rewards.make_reward(ml_collections.ConfigDict(
+        {'name': 'fd', 'feature_index': index}), backbone, 10)
+    s = member.init(jax.random.key(0), real, labels)
+    s, _ = jax.jit(member.update)(s, more, more_labels, more, more_labels,
+                                  rng)
+    r = np.asarray(jax.jit(member.reward)(s, fakes, labels[:12], rng))
+    assert r.std() > 0
+    want.append((r - r.mean()) / r.std())
+  # FD gains are small differences of large FDs: float32 noise ~1e-3.
+  np.testing.assert_allclose(got, (want[0] + want[1]) / 2, rtol=5e-3,
+                             atol=5e-3)
+  assert not np.allclose(want[0], want[1], atol=0.1)  # two real members
+  assert set(model.parts(state, fakes, labels[:12], rng)) == {'fd0', 'fd1'}
+  with pytest.raises(errors.UserError, match='reward.name=fd'):
+    rewards.make_reward(ml_collections.ConfigDict({'name': 'adversarial'}),
+                        backbone, 10, ensemble=((backbone, 0),))
+
+
 def test_make_reward_rejects_bad_configs(toy_setup):
   _, backbone = toy_setup
   with pytest.raises(errors.UserError, match='reward.name'):

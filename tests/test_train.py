@@ -276,3 +276,23 @@ def test_confidence_bonus_from_another_backbone_trains(weights, tmp_path):
   assert 0.0 < metrics['reward_confidence_mean'] <= 1.0
   assert 'reward_base_mean' in metrics
   assert float(new.reward.base.count) > count
+
+
+def test_reward_ensemble_config_builds_fd_members():
+  """config.reward.ensemble adds FD members on the named backbones; a
+  malformed entry is one line that shows the form."""
+  config = ml_collections.ConfigDict({'name': 'fd', 'backbone': 'fmnist',
+                                      'feature_index': 3,
+                                      'ensemble': 'fmnist_resnet:-1'})
+  model = train.make_reward_model(config, 10)
+  assert isinstance(model, rewards.FDEnsemble)
+  assert model.names == ('fd0', 'fd1')
+  assert [m.feature_index for m in model.members] == [3, -1]
+  assert model.members[1].backbone.variables is not (
+      model.members[0].backbone.variables)
+  config.ensemble = 'fmnist_resnet:last'
+  with pytest.raises(errors.UserError, match='backbone\\[:feature_index\\]'):
+    train.make_reward_model(config, 10)
+  config.ensemble = 'imagenet:-1'
+  with pytest.raises(errors.UserError, match='ensemble=.*use fmnist'):
+    train.make_reward_model(config, 10)

@@ -139,6 +139,11 @@ def adagen_config(generator: ml_collections.ConfigDict,
       # The classifier of that term: '' = the reward backbone; 'fmnist' =
       # DiscBackbone (needed with fmnist_contrast, which has no classifier).
       static_backbone='',
+      # FD reward: further FD members 'backbone:feature_index,...' (e.g.
+      # 'fmnist_resnet:-1'); the reward is then the mean of every member's
+      # FD gain, each standardised over the batch (rewards.FDEnsemble), so
+      # no single proxy's blind spot steers the policy. '' = one FD.
+      ensemble='',
   ))
 
   c.num_iterations = 1000

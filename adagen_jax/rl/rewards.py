@@ -25,6 +25,8 @@ they need no checkpointing (reload them from the backbone loader).
   frozen classifier's p(y = label | x) from the backbone's logits.
 - `ConfidenceBonus`: another reward plus a weighted static reward, each
   standardised over the batch (`reward.static_weight`).
+- `FDEnsemble`: the mean of several FD rewards on different backbones, each
+  standardised over the batch (`reward.ensemble`).
 """
 
 from __future__ import annotations
@@ -534,6 +536,56 @@ class FDReward:
     return state, {'fd_real_count': state.count}
 
 
+@flax.struct.dataclass
+class EnsembleState:
+  members: tuple  # one FDState per FDEnsemble member, in its order
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FDEnsemble:
+  """The mean of several FD rewards, each standardised over the batch.
+
+  Every frozen backbone is a proxy for the evaluation network, and PPO
+  finds where a single proxy disagrees with it: on the Fashion-MNIST DiT
+  each single-backbone FD lowers guidance along the run where the
+  evaluation network wants it raised. Averaging proxies built and trained
+  differently keeps what they agree on (the reward-ensemble remedy for
+  over-optimising a learned reward). Standardising each member first
+  weighs them equally whatever their FD units.
+  """
+  members: tuple  # FDReward, ...
+  names: tuple    # str, ...: each member's log name
+  adversarial: bool = False
+
+  def init(self, rng, sample_images, sample_labels) -> EnsembleState:
+    return EnsembleState(members=tuple(
+        m.init(rng, sample_images, sample_labels) for m in self.members))
+
+  def parts(self, state: EnsembleState, images: jax.Array, labels: jax.Array,
+            rng: jax.Array) -> dict[str, jax.Array]:
+    """Each member's FD gain before standardising, float32 [B] by name."""
+    return {n: m.reward(s, images, labels, rng) for n, m, s in
+            zip(self.names, self.members, state.members)}
+
+  def combine(self, parts: dict[str, jax.Array]) -> jax.Array:
+    """The reward float32 [B]: the mean of the standardised parts."""
+    return sum(standardise(parts[n]) for n in self.names) / len(self.names)
+
+  def reward(self, state: EnsembleState, images: jax.Array, labels: jax.Array,
+             rng: jax.Array) -> jax.Array:
+    return self.combine(self.parts(state, images, labels, rng))
+
+  def update(self, state: EnsembleState, real_images, real_labels,
+             fake_images, fake_labels, rng
+             ) -> tuple[EnsembleState, dict[str, jax.Array]]:
+    members, metrics = [], {}
+    for m, s in zip(self.members, state.members):
+      s, metrics = m.update(s, real_images, real_labels, fake_images,
+                            fake_labels, rng)
+      members.append(s)
+    return state.replace(members=tuple(members)), metrics
+
+
 # --- static classifier --------------------------------------------------------
 
 
@@ -628,13 +680,17 @@ class ConfidenceBonus:
 
 def make_reward(reward_config, backbone: Backbone, num_classes: int,
                 group_size: int = 1,
-                confidence_backbone: Backbone | None = None) -> RewardModel:
+                confidence_backbone: Backbone | None = None,
+                ensemble: tuple = ()) -> RewardModel:
   """Builds `reward_config.name` in ('adversarial', 'fd', 'static').
 
   group_size: the rollouts' groups (ppo.group_size), which the FD reward
   scores against the same context (leave_one_out_fd_gain).
   confidence_backbone: the classifier of the static_weight term (default:
   `backbone`).
+  ensemble: (Backbone, feature_index) of further FD members: with any, an
+    'fd' reward is the FDEnsemble of `backbone`'s FD ('fd0') and theirs
+    ('fd1', ...).
 
   Keys read (with the reference's defaults): adversarial: loss 'bce',
   lr 1e-4, b1 0.5, b2 0.999, p_crop 0.5, crop_size None, crop_pad 0,
@@ -655,6 +711,16 @@ def make_reward(reward_config, backbone: Backbone, num_classes: int,
           'backbone has none; pass --config.reward.backbone=fmnist.')
     return StaticReward(backbone)
   base = _base_reward(name, reward_config, backbone, num_classes, group_size)
+  if ensemble:
+    if name != 'fd':
+      raise errors.UserError(
+          f'config.reward.ensemble averages FD rewards and the reward is '
+          f'{name!r}; set config.reward.name=fd or ensemble=\'\'.')
+    base = FDEnsemble(
+        members=(base,) + tuple(
+            dataclasses.replace(base, backbone=b, feature_index=i)
+            for b, i in ensemble),
+        names=tuple(f'fd{k}' for k in range(len(ensemble) + 1)))
   if weight == 0:
     return base
   confidence = confidence_backbone or backbone
