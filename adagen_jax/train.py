@@ -442,10 +442,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if (it + 1) % cfg.log_every == 0:
         writer.write_scalars(it + 1, writers.window_means(window))
         window = None
-      # A confidence bonus's reward is standardised: show its terms too.
-      prog.update(1, reward=metrics['reward_mean'],
-                  base=metrics.get('reward_base_mean'),
-                  confidence=metrics.get('reward_confidence_mean'))
+      # A sum of standardised terms has mean 0: show its terms too.
+      prog.update(1, reward=metrics['reward_mean'], **{
+          k[len('reward_'):-len('_mean')]: v for k, v in metrics.items()
+          if k.startswith('reward_') and k.endswith('_mean') and
+          k != 'reward_mean'})
       last = it + 1 == cfg.num_iterations
       if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and not last:
         evaluate_policy(state.ppo.params, cfg.eval_num, 'adagen', it + 1)

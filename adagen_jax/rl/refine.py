@@ -129,8 +129,8 @@ def check_scorer(reward_model):
         'best-of-N scores every sample on its own, and the '
         f'{type(reward_model).__name__} depends on the whole batch; pass '
         '--best_of_rule=typical (outlier rejection, any policy) or use a '
-        'policy trained with config.reward.name=adversarial, fd or static '
-        'and reward.static_weight=0.')
+        'policy trained with config.reward.name=adversarial, fd or static, '
+        'reward.static_weight=0 and reward.ensemble=\'\'.')
 
 
 def score_samples(reward_model, reward_state, images: jax.Array,
