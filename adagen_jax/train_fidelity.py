@@ -15,7 +15,8 @@ are frozen. Each iteration draws lam ~ U[0, 1], rolls out
 backbone's classifier confidence in the target class (`StaticReward`; never
 the evaluation network) and r_main the main policy's reward: its
 discriminator, or its FD gain against its real statistics (then both terms
-are standardised over the batch first). The reward stays the one the main
+are standardised over the batch first), plus its confidence bonus if it
+had one. The reward stays the one the main
 policy was trained with, so r_main means the same for both policies. Uses
 CONFIG's policy size, PPO settings (ppo.rollout_batch trajectories per
 iteration) and exploration schedule; exports to WORKDIR/policy.
@@ -58,21 +59,21 @@ def train_fidelity(config, policy: str, workdir: str, iterations: int):
         f'{policy} was trained with the {reward_config.name!r} reward; the '
         'blend needs a main policy trained with the adversarial or the fd '
         'one.')
-  if float(reward_config.get('static_weight', 0.0)) > 0:
-    raise errors.UserError(
-        f'{policy} was trained with reward.static_weight='
-        f'{reward_config.static_weight} (a confidence bonus); the blend needs '
-        'a main policy trained with the plain adversarial or fd reward.')
   # Blend rollouts are not in groups: the FD gain is leave-one-out here.
   adv = train.make_reward_model(reward_config, gen.num_classes)
   adv_state = export.load_reward_state(policy, gen, adv)
-  if not adv.backbone.classifier:
+  # The fidelity reward: the class confidence of the main reward's
+  # classifier (a confidence bonus's own, which r_main already holds a
+  # little of: the blend moves it from that weight towards all of it).
+  classifier = (adv.static.backbone
+                if isinstance(adv, rewards_lib.ConfidenceBonus)
+                else getattr(adv, 'backbone', None))
+  if classifier is None or not classifier.classifier:
     raise errors.UserError(
         f'{policy}\'s reward backbone ({reward_config.backbone}) has no '
         'classifier, so no class confidence to blend in; use a main policy '
         'whose reward.backbone is fmnist (or another classifier).')
-  # The fidelity reward: the main reward's backbone's class confidence.
-  fid = rewards_lib.StaticReward(adv.backbone)
+  fid = rewards_lib.StaticReward(classifier)
   fid_state = fid.init(None, None, None)
   fid_agent = export.build_agent(config.policy, gen)
   trainer = refine.FidelityTraining(

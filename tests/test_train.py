@@ -8,7 +8,6 @@ and the run's outputs are checked on launched runs (test_faults).
 """
 import json
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -129,28 +128,20 @@ def test_fidelity_policy_trains_against_the_frozen_main_policy(weights,
   # Two PPO iterations moved the zero-initialised fidelity actor.
   assert any(np.any(np.asarray(p) != 0)
              for p in jax.tree.leaves(params['actor']['params']['linear3']))
-  # A main policy trained with a confidence bonus is refused in one line:
-  # its reward state is not the discriminator the blend reads.
-  bonus = str(tmp_path / 'bonus_policy')
-  shutil.copytree(os.path.join(main_dir, 'policy'), bonus)
-  card_path = os.path.join(bonus, 'policy.json')
-  card = json.load(open(card_path))
-  card['reward']['static_weight'] = 0.5
-  json.dump(card, open(card_path, 'w'))
-  with pytest.raises(errors.UserError, match='static_weight=0.5'):
-    train_fidelity.train_fidelity(config, bonus, fid_dir, iterations=1)
 
 
 def test_fidelity_policy_of_an_fd_reward_policy(weights, tmp_path):
-  """The blend also serves policies trained with the FD reward: the FD gain
-  and the confidence are standardised before they are blended. Also the
-  FD reward's training on the 8 test devices (it once hung there:
+  """The blend also serves policies trained with the FD reward and a
+  confidence bonus (the MaskGIT T=8 recipe): the main reward and the
+  confidence are standardised before they are blended. Also the FD
+  reward's training on the 8 test devices (it once hung there:
   rewards._eigvalsh). The main policy is anchored to its start
   (ppo.kl_coef), which the fidelity policy's training leaves out."""
   from adagen_jax import train_fidelity  # pylint: disable=g-import-not-at-top
   main_dir, fid_dir = str(tmp_path / 'main'), str(tmp_path / 'fid')
   config = tiny_config(weights, num_iterations=1)
   config.reward.name = 'fd'
+  config.reward.static_weight = 0.1
   config.ppo.kl_coef = 0.5
   train.train_and_evaluate(config, main_dir)
   with open(os.path.join(main_dir, 'metrics.jsonl')) as f:
