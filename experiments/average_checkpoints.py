@@ -1,7 +1,8 @@
 r"""A policy export whose parameters are the mean of a run's kept
 checkpoints (Polyak-Ruppert averaging of the end of a PPO run).
 
-  python experiments/average_checkpoints.py --run=WORKDIR --out=OUT
+  python experiments/average_checkpoints.py --run=WORKDIR --out=OUT \
+      [--steps=40,50]
   python experiments/fmnist_table.py --stage=eval --generator=G --steps=T \
       --method=policy:OUT --seeds=S --num=10000 --out=ROWS
 
@@ -21,17 +22,25 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from adagen_jax import cli
+from adagen_jax import errors
 
 _RUN = flags.DEFINE_string('run', None, 'Finished run folder.', required=True)
 _OUT = flags.DEFINE_string('out', None, 'Export folder to write.',
                            required=True)
+_STEPS = flags.DEFINE_list('steps', None, 'Iterations of the checkpoints to '
+                           'average (default: every kept one); a single one '
+                           'exports that iterate, to follow a run.')
 
 
 def main(argv):
   del argv
   run, out = os.path.abspath(_RUN.value), os.path.abspath(_OUT.value)
-  steps = sorted(int(s) for s in os.listdir(os.path.join(run, 'checkpoints'))
-                 if s.isdigit())
+  kept = sorted(int(s) for s in os.listdir(os.path.join(run, 'checkpoints'))
+                if s.isdigit())
+  steps = [int(s) for s in _STEPS.value] if _STEPS.value else kept
+  if not set(steps) <= set(kept):
+    raise errors.UserError(f'--steps={",".join(map(str, steps))}: {run} keeps '
+                     f'checkpoints {kept} only; pick from those.')
   # The raw tree: {'ppo': {'params': ...}, ...} as the trainer saved it.
   trees = [ocp.PyTreeCheckpointer().restore(
       os.path.join(run, 'checkpoints', str(s), 'state'))['ppo']['params']
