@@ -39,8 +39,9 @@ def main(argv):
                 if s.isdigit())
   steps = [int(s) for s in _STEPS.value] if _STEPS.value else kept
   if not set(steps) <= set(kept):
-    raise errors.UserError(f'--steps={",".join(map(str, steps))}: {run} keeps '
-                     f'checkpoints {kept} only; pick from those.')
+    raise errors.UserError(
+        f'--steps={",".join(map(str, steps))}: {run} keeps checkpoints '
+        f'{kept} only; pick from those.')
   # The raw tree: {'ppo': {'params': ...}, ...} as the trainer saved it.
   trees = [ocp.PyTreeCheckpointer().restore(
       os.path.join(run, 'checkpoints', str(s), 'state'))['ppo']['params']

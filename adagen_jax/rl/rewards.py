@@ -578,12 +578,12 @@ class FDEnsemble:
   def update(self, state: EnsembleState, real_images, real_labels,
              fake_images, fake_labels, rng
              ) -> tuple[EnsembleState, dict[str, jax.Array]]:
-    members, metrics = [], {}
-    for m, s in zip(self.members, state.members):
-      s, metrics = m.update(s, real_images, real_labels, fake_images,
-                            fake_labels, rng)
-      members.append(s)
-    return state.replace(members=tuple(members)), metrics
+    updated = [m.update(s, real_images, real_labels, fake_images,
+                        fake_labels, rng)
+               for m, s in zip(self.members, state.members)]
+    # Every member counts the same reals: one member's metrics say it all.
+    return (state.replace(members=tuple(s for s, _ in updated)),
+            updated[0][1])
 
 
 # --- static classifier --------------------------------------------------------
